@@ -1,0 +1,142 @@
+"""HessianSpectrum: measure the Hessian's top eigenvalues (and trace) during `model.fit`."""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from keras_hessian.hessian import HessianOperator, hutchinson_trace, top_eigenvalues
+
+TOP_EIGENVALUE = "hessian/top_eigenvalue"
+TRACE = "hessian/trace"
+
+
+def eigenvalue_key(index: int) -> str:
+    """The `logs` key of the `index`-th (1-based) eigenvalue."""
+    return TOP_EIGENVALUE if index == 1 else f"hessian/eigenvalue_{index}"
+
+
+class HessianSpectrum(keras.callbacks.Callback):
+    """Measures the top Hessian eigenvalues (and optionally the trace) every N epochs.
+
+    The values go into `logs` under `hessian/top_eigenvalue`, `hessian/eigenvalue_2` ...
+    `hessian/eigenvalue_k` and `hessian/trace`, so they appear in `History`, `CSVLogger`,
+    TensorBoard and the progress bar. Epochs between measurements log NaN, which keeps every
+    column the same length. Use it to watch sharpness while training, e.g. to compare batch
+    sizes or learning rates. The measurement reads the weights and changes nothing: weights,
+    optimizer state, metrics and the random stream of training stay what they would be without
+    it (the probes are drawn with stateless seeds).
+
+    Example:
+
+    ```python
+    spectrum = HessianSpectrum((x_val[:512], y_val[:512]), top_k=3, trace=True)
+    history = model.fit(x, y, epochs=5, callbacks=[spectrum])
+    history.history["hessian/top_eigenvalue"]
+    ```
+
+    Args:
+        data: the data the Hessian is taken over: numpy `(x, y)` or a batched
+            `tf.data.Dataset` (see `HessianOperator`). A fixed subset of a few thousand
+            examples gives stable values.
+        every_n_epochs: measure at epochs 0, N, 2N, ... (and log NaN in between).
+        top_k: number of top eigenvalues.
+        trace: also estimate the trace (Hutch++).
+        max_iter: product budget of each estimate.
+        tol: relative tolerance of the eigenvalues and of the trace's standard error.
+        seed: seed of the random start vectors and probes.
+        training: Hessian in training mode (see `HessianOperator`); default inference mode.
+        method: the eigenvalue solver (`"lanczos"`, `"power"`, `"arpack"`; default Lanczos).
+        verbose: print each measurement.
+    """
+
+    def __init__(
+        self,
+        data,
+        every_n_epochs: int = 1,
+        top_k: int = 1,
+        trace: bool = False,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+        seed: int | None = 0,
+        training: bool = False,
+        method: str | None = None,
+        verbose: int = 0,
+    ):
+        super().__init__()
+        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be a positive integer. Received every_n_epochs={every_n_epochs!r}.")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1. Received top_k={top_k!r}.")
+        if not tol > 0:
+            raise ValueError(f"tol must be > 0. Received tol={tol!r}.")
+        self.data = data
+        self.every_n_epochs = int(every_n_epochs)
+        self.top_k = int(top_k)
+        self.trace = bool(trace)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.seed = seed
+        self.training = bool(training)
+        self.method = method
+        self.verbose = verbose
+        self.seconds = 0.0  # time spent on Hessian work, for cost accounting
+        self.history: dict[str, list[float]] = {}
+        self._operator = None
+
+    def get_config(self) -> dict:
+        return {
+            "every_n_epochs": self.every_n_epochs,
+            "top_k": self.top_k,
+            "trace": self.trace,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "seed": self.seed,
+            "training": self.training,
+            "method": self.method,
+            "verbose": self.verbose,
+        }
+
+    @property
+    def keys(self) -> list[str]:
+        """The `logs` keys this callback writes."""
+        return [eigenvalue_key(i) for i in range(1, self.top_k + 1)] + ([TRACE] if self.trace else [])
+
+    def on_train_begin(self, logs=None):
+        self._operator = HessianOperator(self.model, self.data, training=self.training)
+        if self.top_k > self._operator.num_parameters:
+            raise ValueError(
+                f"top_k must not exceed the model's trainable parameter count "
+                f"({self._operator.num_parameters}). Received top_k={self.top_k}."
+            )
+
+    def measure(self, epoch: int = 0) -> dict[str, float]:
+        """Measure now and return `{key: value}` (also usable outside `fit`)."""
+        if self._operator is None:
+            self._operator = HessianOperator(self.model, self.data, training=self.training)
+        start = time.perf_counter()
+        seed = None if self.seed is None else self.seed + epoch
+        values: dict[str, float] = {}
+        eigen = top_eigenvalues(self._operator, k=self.top_k, max_iter=self.max_iter, tol=self.tol, seed=seed, method=self.method)
+        for i, value in enumerate(eigen.eigenvalues, start=1):
+            values[eigenvalue_key(i)] = float(value)
+        if self.trace:
+            values[TRACE] = float(hutchinson_trace(self._operator, max_iter=max(self.max_iter, 64), seed=seed).trace)
+        self.seconds += time.perf_counter() - start
+        return values
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if epoch % self.every_n_epochs == 0:
+            values = self.measure(epoch)
+            if self.verbose:
+                print(" - ".join(f"{k}: {v:.6g}" for k, v in values.items()))
+        else:
+            values = {key: float("nan") for key in self.keys}
+        for key in self.keys:
+            value = values.get(key, float("nan"))
+            logs[key] = value
+            self.history.setdefault(key, []).append(value)

@@ -1,0 +1,53 @@
+"""Small reference models used by the demo, the CLI, examples and benchmarks."""
+
+from __future__ import annotations
+
+import keras
+
+
+def small_cnn(input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10, filters: int = 16) -> keras.Model:
+    """A two-convolution CNN for 8x8 digits (2-D input) or MNIST-1D (1-D input), logits out.
+
+    Args:
+        input_shape: `(height, width, channels)` for Conv2D or `(length, channels)` for Conv1D.
+        classes: number of output logits.
+        filters: filters of the first convolution (the second has twice as many).
+    """
+    if len(input_shape) not in (2, 3):
+        raise ValueError(f"input_shape must have 2 (1-D signals) or 3 (images) dimensions. Received {input_shape}.")
+    conv = keras.layers.Conv2D if len(input_shape) == 3 else keras.layers.Conv1D
+    pool = keras.layers.MaxPooling2D if len(input_shape) == 3 else keras.layers.MaxPooling1D
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            conv(filters, 3, padding="same", activation="relu", name="conv_1"),
+            pool(2, name="pool_1"),
+            conv(2 * filters, 3, padding="same", activation="relu", name="conv_2"),
+            keras.layers.GlobalAveragePooling2D() if len(input_shape) == 3 else keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(32, activation="relu", name="dense_1"),
+            keras.layers.Dense(classes, name="logits"),
+        ],
+        name="small_cnn",
+    )
+
+
+def small_mlp(input_dim: int = 64, hidden: int = 32, classes: int = 10) -> keras.Model:
+    """A one-hidden-layer MLP (tanh), logits out."""
+    return keras.Sequential(
+        [
+            keras.Input((input_dim,)),
+            keras.layers.Dense(hidden, activation="tanh", name="hidden"),
+            keras.layers.Dense(classes, name="logits"),
+        ],
+        name="small_mlp",
+    )
+
+
+def compile_classifier(model: keras.Model, learning_rate: float = 1e-2) -> keras.Model:
+    """Compile with Adam, sparse categorical cross-entropy on logits, and accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
