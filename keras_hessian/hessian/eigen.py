@@ -101,14 +101,14 @@ def _lanczos(operator, k, max_iter, tol, seed) -> EigenResult:
         theta, s = ritz(alpha, beta)
         # Fewer than k values only if the start vector spans an invariant subspace of dim < k.
         top = _order_by_magnitude(theta)[:k]
-        if len(alpha) < k and not exhausted:
-            continue
+        if len(alpha) <= k and not exhausted:
+            continue  # with no other Ritz value there is no gap to bound the error by
         if exhausted:
             converged = True
             break
         residual = np.abs(beta[-1] * s[-1, top])
         gaps = np.array([np.min(np.abs(np.delete(theta, i) - theta[i])) if len(theta) > 1 else np.inf for i in top])
-        error = np.minimum(residual, residual**2 / np.maximum(gaps, 1e-30))
+        error = np.where(np.isfinite(gaps), np.minimum(residual, residual**2 / np.maximum(gaps, 1e-30)), residual)
         if np.all(error <= tol * np.abs(theta[top])):
             converged = True
             break

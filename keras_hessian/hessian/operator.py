@@ -302,13 +302,17 @@ class HessianOperator:
             extra = self.model.losses
             if extra:
                 loss = loss + tf.add_n([tf.cast(e, loss.dtype) for e in extra])
-        return tf.cast(loss, tf.float32), y_pred
+        if loss.dtype in (tf.float16, tf.bfloat16):  # mixed precision: differentiate in float32
+            loss = tf.cast(loss, tf.float32)
+        return loss, y_pred
 
     def _validate_loss(self) -> None:
         x, y, w = self._first_batch
         state = self._save_state()
         try:
-            loss, y_pred = self._total_loss(x, y, w, self.training)
+            # Labels first: a mismatched shape may broadcast silently inside the loss.
+            self._check_label_shape(y, self.model(x, training=self.training))
+            loss, _ = self._total_loss(x, y, w, self.training)
         finally:
             self._restore_state(state)
         if loss.shape.rank != 0:
@@ -318,7 +322,6 @@ class HessianOperator:
             )
         if not bool(tf.math.is_finite(loss)):
             raise ValueError(f"loss is {float(loss)} on the first batch of data: the Hessian would not be finite.")
-        self._check_label_shape(y, y_pred)
 
     @staticmethod
     def _check_label_shape(y, y_pred) -> None:
