@@ -1,0 +1,49 @@
+"""Quantized layers (binary, ternary-residual, DFP-16), their quantizers and bfloat16 helpers."""
+
+from keras_hessian.layers import quantizers
+from keras_hessian.layers.binary import BinaryConv1D, BinaryConv2D, BinaryDense
+from keras_hessian.layers.dfp import DFP16Conv1D, DFP16Conv2D, DFP16Dense
+from keras_hessian.layers.precision import (
+    bfloat16_layer_policy,
+    keeps_float32,
+    mixed_bfloat16_scope,
+)
+from keras_hessian.layers.quantizers import DFP16, Binarize, Ternarize, TernaryResidual
+from keras_hessian.layers.ternary import (
+    TernaryResidualConv1D,
+    TernaryResidualConv2D,
+    TernaryResidualDense,
+)
+
+QUANTIZED_LAYERS = (
+    BinaryDense,
+    BinaryConv1D,
+    BinaryConv2D,
+    TernaryResidualDense,
+    TernaryResidualConv1D,
+    TernaryResidualConv2D,
+    DFP16Dense,
+    DFP16Conv1D,
+    DFP16Conv2D,
+)
+
+__all__ = [
+    "DFP16",
+    "QUANTIZED_LAYERS",
+    "Binarize",
+    "BinaryConv1D",
+    "BinaryConv2D",
+    "BinaryDense",
+    "DFP16Conv1D",
+    "DFP16Conv2D",
+    "DFP16Dense",
+    "Ternarize",
+    "TernaryResidual",
+    "TernaryResidualConv1D",
+    "TernaryResidualConv2D",
+    "TernaryResidualDense",
+    "bfloat16_layer_policy",
+    "keeps_float32",
+    "mixed_bfloat16_scope",
+    "quantizers",
+]

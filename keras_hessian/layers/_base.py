@@ -1,0 +1,297 @@
+"""Shared plumbing of the quantized Dense / Conv layers (no quantization math here).
+
+A quantized layer keeps a float32 latent kernel (`autocast=False`, so it stays float32 under
+`mixed_bfloat16`), quantizes it with its `kernel_quantizer` in every forward pass
+(straight-through gradients reach the latent weights: quantization-aware training), applies
+its optional `input_quantizer` to the inputs, and runs the ordinary matmul / convolution in
+the layer's compute dtype.
+
+Export protocol (relied on by `keras_hessian.export`): for every layer here,
+
+    layer(x, training=False)
+        == activation(dense_or_conv(input_quantizer(x), quantized_kernel()) + bias)
+
+up to float rounding, where `quantized_kernel()` is the float32 kernel exactly as the
+inference forward pass applies it and `input_quantizer` is `None` or a quantizer object.
+(Under a `mixed_bfloat16` policy the forward pass multiplies by that kernel cast to
+bfloat16; DFP-16 layers compute in float32/float64 whatever the policy.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_hessian._backend import require_tensorflow_backend
+from keras_hessian.layers import quantizers as quantizers_module
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer. Received {name}={value!r}.")
+    return value
+
+
+def _int_tuple(name: str, value: Any, rank: int) -> tuple[int, ...]:
+    values = (value,) * rank if isinstance(value, int) else tuple(value)
+    if len(values) != rank or not all(isinstance(v, int) and v > 0 for v in values):
+        raise ValueError(
+            f"{name} must be a positive integer or a tuple of {rank} positive integers. "
+            f"Received {name}={value!r}."
+        )
+    return values
+
+
+class QuantizedLayer(keras.layers.Layer):
+    """Base of the quantized layers: latent float32 kernel, quantizers, bias, activation.
+
+    Subclasses set `kernel_quantizer` (and optionally `input_quantizer`) and define
+    `_kernel_shape` and `_linear`. Not meant to be used directly.
+
+    Args:
+        activation: activation function or name.
+        use_bias: whether to add a bias.
+        kernel_initializer, bias_initializer, kernel_regularizer, bias_regularizer,
+        kernel_constraint, bias_constraint: as in `keras.layers.Dense`.
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+    """
+
+    def __init__(
+        self,
+        activation: Any = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        **kwargs,
+    ):
+        require_tensorflow_backend()
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.kernel_quantizer: quantizers_module.Quantizer | None = None
+        self.input_quantizer: quantizers_module.Quantizer | None = None
+        self.supports_masking = False
+
+    # ---------------------------------------------------------------- subclass hooks
+    def _kernel_shape(self, input_shape: tuple) -> tuple:
+        raise NotImplementedError
+
+    def _output_channels(self) -> int:
+        raise NotImplementedError
+
+    def _linear(self, x: Any, kernel: Any) -> Any:
+        """The float matmul / convolution of the layer."""
+        raise NotImplementedError
+
+    def _quantize_kernel(self, kernel: tf.Tensor, training: Any) -> tf.Tensor:
+        return self.kernel_quantizer(kernel, training=training)
+
+    # ---------------------------------------------------------------- Keras API
+    def build(self, input_shape: tuple) -> None:
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=self._kernel_shape(tuple(input_shape)),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+            autocast=False,
+        )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self._output_channels(),),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        else:
+            self.bias = None
+
+    def _latent_kernel(self) -> tf.Tensor:
+        return tf.cast(ops.convert_to_tensor(self.kernel), tf.float32)
+
+    def quantized_kernel(self) -> tf.Tensor:
+        """The float32 kernel exactly as the inference forward pass applies it now."""
+        if not self.built:
+            raise ValueError(f"Layer {self.name!r} is not built yet; call it on data first.")
+        return tf.cast(self._quantize_kernel(self._latent_kernel(), training=False), tf.float32)
+
+    def _finish(self, y: Any) -> Any:
+        if self.bias is not None:
+            y = self._add_bias(y)
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
+
+    def _add_bias(self, y: Any) -> Any:
+        return ops.add(y, ops.cast(self.bias, y.dtype))
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        x = inputs
+        if self.input_quantizer is not None:
+            x = ops.cast(self.input_quantizer(x, training=training), inputs.dtype)
+        kernel = self._quantize_kernel(self._latent_kernel(), training=training)
+        y = self._linear(x, ops.cast(kernel, x.dtype))
+        return self._finish(y)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "activation": keras.activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+                "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            }
+        )
+        return config
+
+
+class QuantizedDense(QuantizedLayer):
+    """Dense-shaped quantized layer: `activation(input_q @ kernel_q + bias)`.
+
+    Args:
+        units: output size.
+        **kwargs: see `QuantizedLayer`.
+    """
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = _positive_int("units", units)
+        self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    def _kernel_shape(self, input_shape: tuple) -> tuple:
+        if input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a known last input dimension. "
+                f"Received input_shape={input_shape}."
+            )
+        return (int(input_shape[-1]), self.units)
+
+    def _output_channels(self) -> int:
+        return self.units
+
+    def _linear(self, x: Any, kernel: Any) -> Any:
+        return ops.matmul(x, kernel)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "units": self.units}
+
+
+class QuantizedConv(QuantizedLayer):
+    """Convolution-shaped quantized layer of rank `rank` (1 or 2), no groups.
+
+    Args:
+        filters: output channels.
+        kernel_size: int or tuple of `rank` ints.
+        strides: int or tuple.
+        padding: `"valid"` or `"same"`.
+        data_format: `"channels_last"` or `"channels_first"` (default: Keras' setting).
+        dilation_rate: int or tuple.
+        **kwargs: see `QuantizedLayer`.
+    """
+
+    rank = 2
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: Any,
+        strides: Any = 1,
+        padding: str = "valid",
+        data_format: str | None = None,
+        dilation_rate: Any = 1,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.filters = _positive_int("filters", filters)
+        self.kernel_size = _int_tuple("kernel_size", kernel_size, self.rank)
+        self.strides = _int_tuple("strides", strides, self.rank)
+        self.dilation_rate = _int_tuple("dilation_rate", dilation_rate, self.rank)
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same'. Received padding={padding!r}.")
+        self.padding = padding.lower()
+        data_format = data_format or keras.config.image_data_format()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(
+                "data_format must be 'channels_last' or 'channels_first'. "
+                f"Received data_format={data_format!r}."
+            )
+        self.data_format = data_format
+        self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
+
+    def _channel_axis(self) -> int:
+        return -1 if self.data_format == "channels_last" else 1
+
+    def _kernel_shape(self, input_shape: tuple) -> tuple:
+        channels = input_shape[self._channel_axis()]
+        if channels is None:
+            raise ValueError(
+                f"{type(self).__name__} needs a known channel dimension. "
+                f"Received input_shape={input_shape}."
+            )
+        return self.kernel_size + (int(channels), self.filters)
+
+    def _output_channels(self) -> int:
+        return self.filters
+
+    def _linear(self, x: Any, kernel: Any) -> Any:
+        return ops.conv(
+            x,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+            dilation_rate=self.dilation_rate,
+        )
+
+    def _add_bias(self, y: Any) -> Any:
+        bias = ops.cast(self.bias, y.dtype)
+        if self.data_format == "channels_first":
+            bias = ops.reshape(bias, (1, self.filters) + (1,) * self.rank)
+        return ops.add(y, bias)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        spatial_in = input_shape[1:-1] if self.data_format == "channels_last" else input_shape[2:]
+        spatial = []
+        for size, k, s, d in zip(spatial_in, self.kernel_size, self.strides, self.dilation_rate):
+            if size is None:
+                spatial.append(None)
+            elif self.padding == "same":
+                spatial.append(-(-size // s))
+            else:
+                spatial.append((size - d * (k - 1) - 1) // s + 1)
+        if self.data_format == "channels_last":
+            return (input_shape[0], *spatial, self.filters)
+        return (input_shape[0], self.filters, *spatial)
+
+    def get_config(self) -> dict:
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "data_format": self.data_format,
+            "dilation_rate": self.dilation_rate,
+        }

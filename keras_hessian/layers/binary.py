@@ -1,0 +1,149 @@
+"""Binarized layers: BinaryDense, BinaryConv2D (and BinaryConv1D)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from keras_hessian.layers._base import QuantizedConv, QuantizedDense
+from keras_hessian.layers.quantizers import Binarize
+
+__all__ = ["BinaryConv1D", "BinaryConv2D", "BinaryDense"]
+
+
+class _BinaryArguments:
+    """Builds the quantizers from the user-facing arguments (shared by Dense and Conv)."""
+
+    def _set_binary(self, binary_activations, per_channel_scale, stochastic, clip_value) -> None:
+        self.binary_activations = bool(binary_activations)
+        self.per_channel_scale = bool(per_channel_scale)
+        self.stochastic = bool(stochastic)
+        self.clip_value = clip_value
+        self.kernel_quantizer = Binarize(stochastic, clip_value, per_channel_scale)
+        self.input_quantizer = Binarize(clip_value=clip_value) if binary_activations else None
+
+    def _binary_config(self) -> dict:
+        return {
+            "binary_activations": self.binary_activations,
+            "per_channel_scale": self.per_channel_scale,
+            "stochastic": self.stochastic,
+            "clip_value": self.clip_value,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class BinaryDense(_BinaryArguments, QuantizedDense):
+    """Dense layer with binary {-1, +1} weights (and optionally binary inputs).
+
+    Latent float32 weights are binarized in every forward pass; the straight-through
+    gradient (cancelled where |W| > clip_value) trains the latent weights (Courbariaux,
+    Hubara et al., "Binarized Neural Networks", 2016). Use it for BNNs, or through
+    `keras_hessian.quantize_model(model, "binary")`.
+
+    Example:
+        >>> model = keras.Sequential([
+        ...     keras.Input((64,)),
+        ...     keras.layers.Dense(128, activation="relu"),
+        ...     BinaryDense(128, per_channel_scale=True, activation="relu"),
+        ...     keras.layers.Dense(10, activation="softmax"),
+        ... ])
+        >>> model.compile("adam", "sparse_categorical_crossentropy")
+
+    Args:
+        units: output size.
+        binary_activations: binarize the inputs too (deterministic sign, gradient cancelled
+            where |x| > clip_value), so products become XNOR/popcount (Hubara et al. 2016).
+        per_channel_scale: scale each output channel's binary kernel by
+            `alpha_c = mean|W[..., c]|` (XNOR-Net, Rastegari et al. 2016); the natural choice
+            when starting from float weights (post-training).
+        stochastic: stochastic (hard-sigmoid) binarization of the kernel while training;
+            inference always uses the sign.
+        clip_value: the straight-through gradient is cancelled where |W| > clip_value.
+        **kwargs: `keras.layers.Dense` arguments (activation, use_bias, initializers, ...).
+    """
+
+    def __init__(
+        self,
+        units: int,
+        binary_activations: bool = False,
+        per_channel_scale: bool = False,
+        stochastic: bool = False,
+        clip_value: float | None = 1.0,
+        **kwargs: Any,
+    ):
+        super().__init__(units, **kwargs)
+        self._set_binary(binary_activations, per_channel_scale, stochastic, clip_value)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._binary_config()}
+
+
+class _BinaryConv(_BinaryArguments, QuantizedConv):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: Any,
+        binary_activations: bool = False,
+        per_channel_scale: bool = False,
+        stochastic: bool = False,
+        clip_value: float | None = 1.0,
+        **kwargs: Any,
+    ):
+        super().__init__(filters, kernel_size, **kwargs)
+        self._set_binary(binary_activations, per_channel_scale, stochastic, clip_value)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._binary_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class BinaryConv2D(_BinaryConv):
+    """2D convolution with binary {-1, +1} weights (and optionally binary inputs).
+
+    See `BinaryDense` for the training rule. Same arguments as `keras.layers.Conv2D`
+    (no groups) plus the binarization options.
+
+    Example:
+        >>> layer = BinaryConv2D(16, 3, per_channel_scale=True, activation="relu")
+        >>> y = layer(keras.ops.ones((1, 8, 8, 1)))
+
+    Args:
+        filters: output channels.
+        kernel_size: int or pair.
+        binary_activations: binarize the inputs too (deterministic sign, gradient cancelled
+            where |x| > clip_value), so products become XNOR/popcount (Hubara et al. 2016).
+        per_channel_scale: scale each output channel's binary kernel by
+            `alpha_c = mean|W[..., c]|` (XNOR-Net, Rastegari et al. 2016); the natural choice
+            when starting from float weights (post-training).
+        stochastic: stochastic (hard-sigmoid) binarization of the kernel while training;
+            inference always uses the sign.
+        clip_value: the straight-through gradient is cancelled where |W| > clip_value.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class BinaryConv1D(_BinaryConv):
+    """1D convolution with binary {-1, +1} weights; see `BinaryConv2D`.
+
+    Example:
+        >>> y = BinaryConv1D(8, 3)(keras.ops.ones((1, 40, 1)))
+
+    Args:
+        filters: output channels.
+        kernel_size: int.
+        binary_activations: binarize the inputs too (deterministic sign, gradient cancelled
+            where |x| > clip_value), so products become XNOR/popcount (Hubara et al. 2016).
+        per_channel_scale: scale each output channel's binary kernel by
+            `alpha_c = mean|W[..., c]|` (XNOR-Net, Rastegari et al. 2016); the natural choice
+            when starting from float weights (post-training).
+        stochastic: stochastic (hard-sigmoid) binarization of the kernel while training;
+            inference always uses the sign.
+        clip_value: the straight-through gradient is cancelled where |W| > clip_value.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+    rank = 1

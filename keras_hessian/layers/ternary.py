@@ -1,0 +1,205 @@
+"""Ternary-residual layers: TernaryResidualDense, TernaryResidualConv2D (and Conv1D)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_hessian.layers import quantizers
+from keras_hessian.layers._base import QuantizedConv, QuantizedDense
+from keras_hessian.layers.quantizers import TernaryResidual
+
+__all__ = ["TernaryResidualConv1D", "TernaryResidualConv2D", "TernaryResidualDense"]
+
+
+class _TernaryArguments:
+    """Quantizers, the `active_residuals` knob and config (shared by Dense and Conv)."""
+
+    def _set_ternary(self, block_size, residuals, method, active_residuals, input_quantizer):
+        self.kernel_quantizer = TernaryResidual(block_size, residuals, method)
+        self.block_size = self.kernel_quantizer.block_size
+        self.residuals = self.kernel_quantizer.residuals
+        self.method = method
+        self.input_quantizer = quantizers.get(input_quantizer)
+        self._initial_active = self._checked_active(
+            self.residuals if active_residuals is None else active_residuals
+        )
+        self._active_variable = None
+
+    def _checked_active(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self.residuals:
+            raise ValueError(
+                f"active_residuals must be an integer in [0, residuals={self.residuals}]. "
+                f"Received active_residuals={value!r}."
+            )
+        return int(value)
+
+    def _build_active(self) -> None:
+        # A non-trainable variable read inside `call`: changing it takes effect in already
+        # traced functions (predict, serving) without retracing or recompiling.
+        self._active_variable = self.add_weight(
+            name="active_residuals",
+            shape=(),
+            dtype="int32",
+            initializer=keras.initializers.Constant(self._initial_active),
+            trainable=False,
+            autocast=False,
+        )
+
+    @property
+    def active_residuals(self) -> int:
+        """Residual terms used on top of the base ternary term (0..residuals), settable."""
+        if self._active_variable is None:
+            return self._initial_active
+        return int(ops.convert_to_numpy(self._active_variable))
+
+    @active_residuals.setter
+    def active_residuals(self, value: int) -> None:
+        value = self._checked_active(value)
+        self._initial_active = value
+        if self._active_variable is not None:
+            self._active_variable.assign(value)
+
+    def _quantize_kernel(self, kernel: tf.Tensor, training: Any) -> tf.Tensor:
+        active = None if self._active_variable is None else ops.convert_to_tensor(self._active_variable)
+        return self.kernel_quantizer(kernel, training=training, active_residuals=active)
+
+    def ternary_terms(self) -> list[tf.Tensor]:
+        """All `residuals + 1` float32 ternary terms of the current kernel, base term first."""
+        return self.kernel_quantizer.decompose(self._latent_kernel())
+
+    def _ternary_config(self) -> dict:
+        return {
+            "block_size": self.block_size,
+            "residuals": self.residuals,
+            "method": self.method,
+            "active_residuals": self.active_residuals,
+            "input_quantizer": None
+            if self.input_quantizer is None
+            else keras.saving.serialize_keras_object(self.input_quantizer),
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class TernaryResidualDense(_TernaryArguments, QuantizedDense):
+    """Dense layer whose kernel is a sum of block-wise ternary terms (ternary residual).
+
+    Each forward pass decomposes the latent float32 kernel into `residuals + 1` block-wise
+    ternary terms (`keras_hessian.layers.quantizers.ternary_residual`; Kundu, Banerjee et
+    al., "Ternary Residual Networks", SysML 2018) and uses the first
+    `active_residuals + 1`. Products with ternary weights are sign/add operations; each
+    block and term costs one multiplication by its scale. Gradients are straight-through.
+
+    Example:
+        >>> layer = TernaryResidualDense(32, block_size=16, residuals=3, activation="relu")
+        >>> y = layer(keras.ops.ones((2, 64)))
+        >>> layer.active_residuals = 1   # cheaper, less accurate; no retracing needed
+
+    Args:
+        units: output size.
+        block_size: N, weights per block along the reduction axes (the deck uses 64 and
+            256); each block and term has its own scale, hence one multiplication.
+        residuals: r, residual ternary terms on top of the base ternary term (r + 1 terms
+            in all; r = 0 is block-wise ternarization).
+        method: `"exact"` (optimal threshold and scale per block) or `"twn"`.
+        active_residuals: how many of the r residual terms the forward pass uses (default
+            all); settable later through the `active_residuals` attribute, without
+            retraining or recompiling, to trade accuracy for compute.
+        input_quantizer: optional quantizer of the inputs (name, dict or object), e.g.
+            `DFP16(precision=8)` for the deck's 8-bit activations; default none.
+        **kwargs: `keras.layers.Dense` arguments (activation, use_bias, initializers, ...).
+    """
+
+    def __init__(
+        self,
+        units: int,
+        block_size: int = 64,
+        residuals: int = 1,
+        method: str = "exact",
+        active_residuals: int | None = None,
+        input_quantizer: Any = None,
+        **kwargs: Any,
+    ):
+        super().__init__(units, **kwargs)
+        self._set_ternary(block_size, residuals, method, active_residuals, input_quantizer)
+
+    def build(self, input_shape: tuple) -> None:
+        super().build(input_shape)
+        self._build_active()
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._ternary_config()}
+
+
+class _TernaryConv(_TernaryArguments, QuantizedConv):
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: Any,
+        block_size: int = 64,
+        residuals: int = 1,
+        method: str = "exact",
+        active_residuals: int | None = None,
+        input_quantizer: Any = None,
+        **kwargs: Any,
+    ):
+        super().__init__(filters, kernel_size, **kwargs)
+        self._set_ternary(block_size, residuals, method, active_residuals, input_quantizer)
+
+    def build(self, input_shape: tuple) -> None:
+        super().build(input_shape)
+        self._build_active()
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._ternary_config()}
+
+
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class TernaryResidualConv2D(_TernaryConv):
+    """2D convolution whose kernel is a sum of block-wise ternary terms (ternary residual).
+
+    Blocks run along the flattened `(kh, kw, in_channels)` axes of each filter; see
+    `TernaryResidualDense`. Same arguments as `keras.layers.Conv2D` (no groups) plus the
+    ternary-residual options.
+
+    Example:
+        >>> layer = TernaryResidualConv2D(16, 3, block_size=64, residuals=2)
+        >>> y = layer(keras.ops.ones((1, 8, 8, 4)))
+        >>> layer.active_residuals = 0
+
+    Args:
+        filters: output channels.
+        kernel_size: int or pair.
+        block_size: N, weights per block along the reduction axes.
+        residuals: r, residual ternary terms on top of the base term.
+        method: `"exact"` or `"twn"`.
+        active_residuals: residual terms used by the forward pass (settable attribute).
+        input_quantizer: optional input quantizer.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+    rank = 2
+
+
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class TernaryResidualConv1D(_TernaryConv):
+    """1D convolution whose kernel is a sum of block-wise ternary terms; see Conv2D.
+
+    Example:
+        >>> y = TernaryResidualConv1D(8, 5, block_size=5, residuals=1)(keras.ops.ones((1, 40, 1)))
+
+    Args:
+        filters: output channels.
+        kernel_size: int.
+        block_size: N, weights per block along the reduction axes.
+        residuals: r, residual ternary terms on top of the base term.
+        method: `"exact"` or `"twn"`.
+        active_residuals: residual terms used by the forward pass (settable attribute).
+        input_quantizer: optional input quantizer.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+    rank = 1

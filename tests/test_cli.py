@@ -1,0 +1,61 @@
+"""The keras-hessian command, run in-process through its entry point."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_hessian.cli import main
+from tests.conftest import by_magnitude, exact_hessian
+
+
+def test_spectrum_command(tmp_path, cnn, digits_image, capsys):
+    path = tmp_path / "cnn.keras"
+    cnn.save(path)
+    (x, y), _ = digits_image
+    np.savez(tmp_path / "data.npz", x=x[:200], y=y[:200])
+    out_json, out_png = tmp_path / "s.json", tmp_path / "d.png"
+    code = main([
+        "spectrum", str(path), "--data", str(tmp_path / "data.npz"), "--top-k", "2", "--trace",
+        "--json", str(out_json), "--density", str(out_png),
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "lambda_1" in printed and "trace" in printed
+    report = json.loads(out_json.read_text())
+    exact = exact_hessian(cnn, x[:200], y[:200])
+    np.testing.assert_allclose(report["blocks"]["model"]["eigenvalues"], by_magnitude(np.linalg.eigvalsh(exact))[:2], rtol=1e-3)
+    assert abs(report["blocks"]["model"]["trace"] - np.trace(exact)) < 0.02 * np.trace(exact)
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_spectrum_command_per_layer_on_embedded_digits(tmp_path, mlp, capsys):
+    path = tmp_path / "mlp.keras"
+    mlp.save(path)
+    assert main(["spectrum", str(path), "--data", "digits", "--samples", "100", "--layers", "--top-k", "1"]) == 0
+    printed = capsys.readouterr().out
+    for layer in mlp.layers:
+        assert layer.name in printed
+
+
+def test_spectrum_command_bad_input(tmp_path):
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["spectrum", str(tmp_path / "missing.keras"), "--data", "digits"])
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.save(tmp_path / "m.keras")
+    with pytest.raises(SystemExit, match="--data must be"):
+        main(["spectrum", str(tmp_path / "m.keras"), "--data", "imagenet"])
+    with pytest.raises(SystemExit, match="--top-k"):
+        main(["spectrum", str(tmp_path / "m.keras"), "--data", "digits", "--top-k", "0"])
+
+
+def test_demo_command(tmp_path, capsys):
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert len(report["history"]["hessian/top_eigenvalue"]) == 1
+    assert (tmp_path / "density.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
