@@ -28,6 +28,10 @@ from keras_hessian.hessian.result import EigenResult
 EIGEN_METHODS = ("lanczos", "power", "arpack")
 # benchmarks/eigen_speed.py: Lanczos reaches tol 1e-3 with fewer products than power iteration.
 DEFAULT_EIGEN_METHOD = "lanczos"
+# The gap in the Kahan/Parlett bound is measured between Ritz values, which can overstate the
+# true gap early on; asking the bound for a quarter of `tol` keeps the actual error below `tol`
+# (benchmarks/eigen_speed.py reports the errors reached).
+SAFETY = 0.25
 
 
 def _validate(operator, k, max_iter, tol, method) -> str:
@@ -109,7 +113,7 @@ def _lanczos(operator, k, max_iter, tol, seed) -> EigenResult:
         residual = np.abs(beta[-1] * s[-1, top])
         gaps = np.array([np.min(np.abs(np.delete(theta, i) - theta[i])) if len(theta) > 1 else np.inf for i in top])
         error = np.where(np.isfinite(gaps), np.minimum(residual, residual**2 / np.maximum(gaps, 1e-30)), residual)
-        if np.all(error <= tol * np.abs(theta[top])):
+        if np.all(error <= SAFETY * tol * np.abs(theta[top])):
             converged = True
             break
     # Ritz vectors: the basis combined by the tridiagonal's eigenvectors.

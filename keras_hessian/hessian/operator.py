@@ -22,7 +22,7 @@ REVERSE_OVER_REVERSE = "reverse_over_reverse"
 FORWARD_OVER_REVERSE = "forward_over_reverse"
 HVP_METHODS = (REVERSE_OVER_REVERSE, FORWARD_OVER_REVERSE)
 # Picked by benchmarks/hvp_cost.py on the 2-core CPU machine (results/hvp_cost.json).
-DEFAULT_HVP_METHOD = FORWARD_OVER_REVERSE
+DEFAULT_HVP_METHOD = REVERSE_OVER_REVERSE
 
 # Batch size used to split numpy data when the caller gives none. The result does not depend
 # on it (batches are combined by size); it only bounds the memory of one product.
@@ -495,7 +495,8 @@ class HessianOperator:
         for batch in self._iterate_batches():
             weight = _first_dim(batch[0]) / self._num_examples
             out = fn(self._pack(batch), *args)
-            out = tf.nest.map_structure(lambda t: t * tf.cast(weight, t.dtype), out)
+            if weight != 1.0:
+                out = tf.nest.map_structure(lambda t: t * tf.cast(weight, t.dtype), out)
             total = out if total is None else tf.nest.map_structure(tf.add, total, out)
         return total
 

@@ -1,0 +1,123 @@
+"""Cost of one Hessian-vector product relative to one gradient, per method, with and without XLA.
+
+A ~100k-parameter CNN on 28x28 inputs, batch 256, on this machine. Every timing is the median
+of repeated calls of an already-compiled function, all measured side by side in one run.
+Writes benchmarks/results/hvp_cost.json.
+
+    python benchmarks/hvp_cost.py            # full (about 1-2 minutes on 2 cores)
+    python benchmarks/hvp_cost.py --quick    # small model, few repeats (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_hessian.hessian import HessianOperator
+from keras_hessian.hessian.operator import DEFAULT_HVP_METHOD, HVP_METHODS, _tf_variable
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def build_cnn(quick: bool) -> keras.Model:
+    size, filters = (14, 8) if quick else (28, 32)
+    model = keras.Sequential(
+        [
+            keras.Input((size, size, 1)),
+            keras.layers.Conv2D(filters, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(2 * filters, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(2 * filters, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64 if not quick else 16, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # compile / warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        tf.nest.map_structure(lambda t: t.numpy(), out)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def run(quick: bool = False, out: str | None = None) -> dict:
+    keras.utils.set_random_seed(0)
+    model = build_cnn(quick)
+    batch = 64 if quick else 256
+    repeats = 3 if quick else 15
+    size = model.input_shape[1]
+    x = np.random.default_rng(0).random((batch, size, size, 1), dtype=np.float32)
+    y = np.random.default_rng(1).integers(0, 10, batch).astype("int32")
+    variables = [_tf_variable(v) for v in model.trainable_variables]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def gradient(xb, yb):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(yb, model(xb, training=False))
+        return tape.gradient(loss, variables)
+
+    x_t, y_t = tf.constant(x), tf.constant(y)
+    results: dict = {"parameters": int(model.count_params()), "batch_size": batch, "repeats": repeats, "hvp_ms": {}, "ratio": {}}
+    compiled_gradient = tf.function(gradient)
+    results["gradient_ms"] = median_ms(lambda: compiled_gradient(x_t, y_t), repeats)
+    compiled_gradient_xla = tf.function(gradient, jit_compile=True)
+    results["gradient_xla_ms"] = median_ms(lambda: compiled_gradient_xla(x_t, y_t), repeats)
+
+    vector = [tf.random.normal(v.shape, seed=i) for i, v in enumerate(variables)]
+    products = {}
+    for method in HVP_METHODS:
+        op = HessianOperator(model, (x, y), method=method, batch_size=batch)
+        fn = op._function("hvp")
+        packed = op._pack(op._first_batch)
+        results["hvp_ms"][method] = median_ms(lambda fn=fn, packed=packed: fn(packed, vector), repeats)
+        products[method] = np.concatenate([t.numpy().ravel() for t in fn(packed, vector)])
+        # The same product compiled with XLA (the operator's own function body, jit-compiled).
+        xla = tf.function(fn.python_function, jit_compile=True)
+        results["hvp_ms"][method + "_xla"] = median_ms(lambda xla=xla, packed=packed: xla(packed, vector), repeats)
+        # End to end through the public API (batch loop, weighting, checks included).
+        results["hvp_ms"][method + "_public_api"] = median_ms(lambda op=op: op.hvp(vector), repeats)
+    for name, ms in results["hvp_ms"].items():
+        results["ratio"][name] = ms / results["gradient_ms"]
+    a, b = products[HVP_METHODS[0]], products[HVP_METHODS[1]]
+    results["method_agreement_relative"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
+    results["fastest_method"] = min(HVP_METHODS, key=lambda m: results["hvp_ms"][m])
+    results["default_method"] = DEFAULT_HVP_METHOD
+
+    print(f"CNN with {results['parameters']} parameters, batch {batch}, median of {repeats} calls")
+    print(f"{'what':40s} {'ms':>9s} {'x gradient':>11s}")
+    print(f"{'gradient':40s} {results['gradient_ms']:9.2f} {1.0:11.2f}")
+    print(f"{'gradient (XLA)':40s} {results['gradient_xla_ms']:9.2f} {results['gradient_xla_ms'] / results['gradient_ms']:11.2f}")
+    for name, ms in results["hvp_ms"].items():
+        print(f"{'HVP ' + name:40s} {ms:9.2f} {results['ratio'][name]:11.2f}")
+    print(f"agreement of the two methods (relative): {results['method_agreement_relative']:.2e}")
+    print(f"fastest: {results['fastest_method']}; default: {results['default_method']}")
+    if out is None and not quick:
+        out = os.path.join(RESULTS, "hvp_cost.json")
+    if out:
+        with open(out, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    run(args.quick, args.out)
