@@ -9,12 +9,19 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from keras_hessian.data import load_digits  # noqa: E402
+# Two logical CPU devices for the tf.distribute tests (MirroredStrategy over "/cpu:0", "/cpu:1").
+# This must happen before TensorFlow initializes its devices, hence here, first.
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+)
+
+import keras
+import numpy as np
+import pytest
+
+from keras_hessian.data import load_digits
 
 
 def exact_hessian(model, x, y, training: bool = False, loss_fn=None, model_losses: bool = True) -> np.ndarray:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_hessian.hessian import vectors as V
 from keras_hessian.hessian import lanczos as L
+from keras_hessian.hessian import vectors as V
 from keras_hessian.hessian.deflated import DeflatedOperator
 from keras_hessian.hessian.eigen import top_eigenvalues
 from keras_hessian.hessian.operator import per_block

@@ -46,13 +46,10 @@ def _layer_blocks(model) -> list[tuple[str, list]]:
     """One block per leaf layer that owns trainable weights, recursing into nested models."""
     blocks = []
     for layer in model.layers:
-        if getattr(layer, "layers", None) and hasattr(layer, "trainable_weights"):
-            if isinstance(layer, (keras.Model,)) or hasattr(layer, "layers"):
-                blocks.extend(_layer_blocks(layer))
-                continue
-        weights = list(layer.trainable_weights)
-        if weights:
-            blocks.append((layer.name, weights))
+        if getattr(layer, "layers", None):  # a nested model: its own layers are the blocks
+            blocks.extend(_layer_blocks(layer))
+        elif layer.trainable_weights:
+            blocks.append((layer.name, list(layer.trainable_weights)))
     return blocks
 
 
@@ -90,6 +87,18 @@ def _resolve_blocks(model, blocks, variables: list) -> list[tuple[str, list]]:
                 )
         out.append((str(name), group))
     return out
+
+
+def _unscale_for_replicas(loss):
+    """Undo Keras' division of a loss by the replica count inside a replica context.
+
+    Keras 3 `Loss` objects and `compute_loss` divide by `num_replicas_in_sync` so that summed
+    replica gradients give the mean; the operator weights each replica's mean by its share of
+    the examples itself, so it needs the plain mean (same rule as Keras'
+    `unscale_loss_for_distribution`).
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
 
 
 def _as_tensor_tree(value):
@@ -161,6 +170,9 @@ class HessianOperator:
             dataset (required then).
         cache: keep the batches of a dataset in memory after the first pass (default `True`);
             `False` iterates the dataset again for each product (for data larger than memory).
+        strategy: a `tf.distribute.Strategy` (default: the model's own, when it was built under
+            one with several replicas). Each batch is then split across the replicas and the
+            products are all-reduced, giving the same operator as on one device.
     """
 
     def __init__(
@@ -174,6 +186,7 @@ class HessianOperator:
         method: str | None = None,
         batch_size: int | None = None,
         cache: bool = True,
+        strategy: tf.distribute.Strategy | None = None,
     ):
         require_tensorflow_backend()
         if not callable(model) or not hasattr(model, "trainable_variables"):
@@ -194,6 +207,18 @@ class HessianOperator:
         if not isinstance(training, bool):
             raise TypeError(f"training must be a bool. Received training={training!r}.")
 
+        if strategy is None:
+            strategy = getattr(model, "distribute_strategy", None)
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise TypeError(f"strategy must be a tf.distribute.Strategy or None. Received {type(strategy).__name__}.")
+        if strategy is not None and strategy.num_replicas_in_sync < 2:
+            strategy = None  # one replica: the plain path is the same computation
+        if strategy is not None and training:
+            raise ValueError(
+                "training=True is not supported under a distribution strategy (moving statistics "
+                "would be all-reduced and changed). Use training=False or build the operator without one."
+            )
+        self.strategy = strategy
         self.model = model
         self.method = method
         self.training = training
@@ -227,7 +252,8 @@ class HessianOperator:
                 raise ValueError("loss is None and the model is not compiled with a loss: pass loss= or compile the model.")
 
             def compiled_loss(x, y, y_pred, w):
-                return model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=w, training=self.training)
+                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=w, training=self.training)
+                return _unscale_for_replicas(loss)
 
             return compiled_loss, True  # Keras 3's compute_loss adds model.losses itself
         if isinstance(loss, str):
@@ -235,8 +261,11 @@ class HessianOperator:
         if not callable(loss):
             raise TypeError(f"loss must be a loss name, a callable or None. Received {type(loss).__name__}.")
 
+        scaled = isinstance(loss, keras.losses.Loss)
+
         def user_loss(x, y, y_pred, w):
-            return loss(y, y_pred) if w is None else loss(y, y_pred, sample_weight=w)
+            value = loss(y, y_pred) if w is None else loss(y, y_pred, sample_weight=w)
+            return _unscale_for_replicas(value) if scaled else value
 
         return user_loss, False
 
@@ -490,15 +519,42 @@ class HessianOperator:
         return [x, y, w] if self._has_weights else [x, y]
 
     def _mean_over_data(self, fn, *args):
-        """Sum over batches of fn(batch, *args) weighted by batch size / total examples."""
+        """Sum over batches of fn(batch, *args) weighted by batch size / total examples.
+
+        Under a distribution strategy each batch is split across the replicas, each replica
+        weights its part by its own size, and the parts are all-reduced (summed).
+        """
         total = None
         for batch in self._iterate_batches():
-            weight = _first_dim(batch[0]) / self._num_examples
-            out = fn(self._pack(batch), *args)
-            if weight != 1.0:
-                out = tf.nest.map_structure(lambda t: t * tf.cast(weight, t.dtype), out)
+            size = _first_dim(batch[0])
+            if self.strategy is not None and size >= self.strategy.num_replicas_in_sync:
+                out = self._distributed(fn, self._pack(batch), size, *args)
+            else:
+                out = fn(self._pack(batch), *args)
+                if size != self._num_examples:
+                    out = tf.nest.map_structure(lambda t, w=size / self._num_examples: t * tf.cast(w, t.dtype), out)
             total = out if total is None else tf.nest.map_structure(tf.add, total, out)
         return total
+
+    def _distributed(self, fn, packed, size: int, *args):
+        strategy = self.strategy
+        bounds = np.linspace(0, size, strategy.num_replicas_in_sync + 1).astype(int)
+
+        def local_part(context):
+            i = context.replica_id_in_sync_group
+            return tf.nest.map_structure(lambda t: t[bounds[i] : bounds[i + 1]], packed)
+
+        local = strategy.experimental_distribute_values_from_function(local_part)
+        total = float(self._num_examples)
+
+        def replica_step(part, *replica_args):
+            weight = tf.cast(tf.shape(tf.nest.flatten(part[0])[0])[0], tf.float32) / total
+            return tf.nest.map_structure(lambda t: t * tf.cast(weight, t.dtype), fn(part, *replica_args))
+
+        per_replica = strategy.run(replica_step, args=(local, *args))
+        return tf.nest.map_structure(
+            lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, t, axis=None), per_replica
+        )
 
     def _check_vector(self, vector, name: str = "v") -> list:
         if len(vector) != len(self.variables):

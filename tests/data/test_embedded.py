@@ -7,7 +7,7 @@ from keras_hessian.data import load_dataset, load_digits, load_mnist1d
 
 
 def test_digits():
-    (x, y), (x_test, y_test) = load_digits()
+    (x, y), (x_test, _) = load_digits()
     assert x.shape[1:] == (8, 8, 1) and len(x) + len(x_test) == 1797
     assert 0.0 <= x.min() and x.max() <= 1.0 and set(np.unique(y)) == set(range(10))
     (flat, _), _ = load_digits(image=False)
@@ -15,7 +15,7 @@ def test_digits():
 
 
 def test_mnist1d():
-    (x, y), (x_test, y_test) = load_mnist1d(num_samples=500)
+    (x, y), (x_test, _) = load_mnist1d(num_samples=500)
     assert x.shape == (400, 40, 1) and x_test.shape == (100, 40, 1)
     assert set(np.unique(y)) == set(range(10))
     (again, _), _ = load_mnist1d(num_samples=500)
