@@ -92,6 +92,14 @@ def run(quick: bool = False, out: str | None = None) -> dict:
         results["hvp_ms"][method + "_xla"] = median_ms(lambda xla=xla, packed=packed: xla(packed, vector), repeats)
         # End to end through the public API (batch loop, weighting, checks included).
         results["hvp_ms"][method + "_public_api"] = median_ms(lambda op=op: op.hvp(vector), repeats)
+    # Batched products (trace probes, SLQ runs): one forward and first-order backward pass
+    # shared by k vectors; the cost per vector.
+    k = 8
+    op = HessianOperator(model, (x, y), method="reverse_over_reverse", batch_size=batch)
+    many = op._function(f"hvp_many_{k}")
+    stacked = [tf.stack([t] * k) for t in vector]
+    packed = op._pack(op._first_batch)
+    results["hvp_ms"][f"reverse_over_reverse_batched_{k}_per_vector"] = median_ms(lambda: many(packed, stacked), repeats) / k
     for name, ms in results["hvp_ms"].items():
         results["ratio"][name] = ms / results["gradient_ms"]
     a, b = products[HVP_METHODS[0]], products[HVP_METHODS[1]]

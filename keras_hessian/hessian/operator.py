@@ -459,8 +459,10 @@ class HessianOperator:
                     inner.watch(tf_vars)
                     loss, _ = self._total_loss(x, y, w, self.training)
                 grads = inner.gradient(loss, tf_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                projection = tf.add_n([tf.reduce_sum(g * tf.stop_gradient(v)) for g, v in zip(grads, vector)])
-            return outer.gradient(projection, tf_vars, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # d(g . v)/dw = H v, with v fed as the output gradient (no explicit dot product).
+            return outer.gradient(
+                grads, tf_vars, output_gradients=list(vector), unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
 
         def hvp_forward(batch, vector):
             x, y, w = unpack(batch)
