@@ -492,31 +492,7 @@ class _InputQuantizer(keras.layers.Layer):
         self.quantizer = quantizer
 
     def call(self, inputs):
-        if type(self.quantizer).__name__ == "DFP16":
-            return _dfp_round_trip(inputs, self.quantizer.precision)
         return self.quantizer(inputs, training=False)
-
-
-def _dfp_round_trip(x: tf.Tensor, precision: int) -> tf.Tensor:
-    """`keras_hessian.layers.quantizers.dfp16(x, precision)` at inference, in TFLite builtins.
-
-    The same rule (Das et al., ICLR 2018: one shared exponent `E_s = floor(log2 max|x|) -
-    (P - 2)`, raised by one when rounding could carry, mantissas rounded to nearest and
-    clipped to P bits), but `2^e` is built as `bitcast((e + 127) * 2^23)`: TFLite has no
-    LEFT_SHIFT kernel, which the layer's own `_power_of_two` uses.
-    """
-
-    def power_of_two(exponent):
-        return tf.bitcast((exponent + 127) * (1 << 23), tf.float32)
-
-    x = tf.cast(x, tf.float32)
-    largest = tf.reduce_max(tf.abs(x))
-    exponent_of_max = tf.bitwise.right_shift(tf.bitcast(largest, tf.int32), 23) - 127
-    shared = tf.maximum(exponent_of_max - (precision - 2), -126)
-    limit = float(2 ** (precision - 1) - 1)
-    shared = shared + tf.cast(largest > limit * power_of_two(shared), tf.int32)
-    mantissa = tf.clip_by_value(tf.round(x * power_of_two(-shared)), -limit, limit)
-    return mantissa * power_of_two(shared)
 
 
 def _plain_layer(layer: keras.layers.Layer, name: str) -> tuple[keras.layers.Layer, list]:

@@ -344,8 +344,12 @@ def ternary_residual(
 
 
 def _power_of_two(exponent: tf.Tensor) -> tf.Tensor:
-    """2**exponent as an exact float32, for integer exponents in [-126, 127]."""
-    return tf.bitcast(tf.bitwise.left_shift(exponent + 127, 23), tf.float32)
+    """2**exponent as an exact float32, for integer exponents in [-126, 127].
+
+    The biased exponent is multiplied into place rather than shifted: TFLite has no LEFT_SHIFT
+    kernel, and exported models run this same code (`keras_hessian.export`).
+    """
+    return tf.bitcast((exponent + 127) * (1 << 23), tf.float32)
 
 
 def dfp16_quantize(
