@@ -27,7 +27,7 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def build_cnn(quick: bool) -> keras.Model:
-    size, filters = (14, 8) if quick else (28, 32)
+    size, filters = (20, 8) if quick else (28, 32)
     model = keras.Sequential(
         [
             keras.Input((size, size, 1)),
