@@ -45,22 +45,25 @@ def build_cnn(quick: bool) -> keras.Model:
     return model
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # compile / warm up
-    times = []
+def median_ms_interleaved(functions: dict, repeats: int) -> dict:
+    """Median milliseconds per call of each function, timed round-robin (one call of each per
+    round) so that load changes on the machine hit every candidate alike."""
+    for fn in functions.values():
+        tf.nest.map_structure(lambda t: t.numpy(), fn())  # compile / warm up
+    times: dict = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        tf.nest.map_structure(lambda t: t.numpy(), out)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            tf.nest.map_structure(lambda t: t.numpy(), fn())
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def run(quick: bool = False, out: str | None = None) -> dict:
     keras.utils.set_random_seed(0)
     model = build_cnn(quick)
     batch = 64 if quick else 256
-    repeats = 3 if quick else 15
+    repeats = 3 if quick else 30
     size = model.input_shape[1]
     x = np.random.default_rng(0).random((batch, size, size, 1), dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 10, batch).astype("int32")
@@ -75,31 +78,37 @@ def run(quick: bool = False, out: str | None = None) -> dict:
     x_t, y_t = tf.constant(x), tf.constant(y)
     results: dict = {"parameters": int(model.count_params()), "batch_size": batch, "repeats": repeats, "hvp_ms": {}, "ratio": {}}
     compiled_gradient = tf.function(gradient)
-    results["gradient_ms"] = median_ms(lambda: compiled_gradient(x_t, y_t), repeats)
     compiled_gradient_xla = tf.function(gradient, jit_compile=True)
-    results["gradient_xla_ms"] = median_ms(lambda: compiled_gradient_xla(x_t, y_t), repeats)
-
+    functions = {
+        "gradient": lambda: compiled_gradient(x_t, y_t),
+        "gradient_xla": lambda: compiled_gradient_xla(x_t, y_t),
+    }
     vector = [tf.random.normal(v.shape, seed=i) for i, v in enumerate(variables)]
     products = {}
     for method in HVP_METHODS:
         op = HessianOperator(model, (x, y), method=method, batch_size=batch)
         fn = op._function("hvp")
         packed = op._pack(op._first_batch)
-        results["hvp_ms"][method] = median_ms(lambda fn=fn, packed=packed: fn(packed, vector), repeats)
+        functions[method] = lambda fn=fn, packed=packed: fn(packed, vector)
         products[method] = np.concatenate([t.numpy().ravel() for t in fn(packed, vector)])
         # The same product compiled with XLA (the operator's own function body, jit-compiled).
         xla = tf.function(fn.python_function, jit_compile=True)
-        results["hvp_ms"][method + "_xla"] = median_ms(lambda xla=xla, packed=packed: xla(packed, vector), repeats)
+        functions[method + "_xla"] = lambda xla=xla, packed=packed: xla(packed, vector)
         # End to end through the public API (batch loop, weighting, checks included).
-        results["hvp_ms"][method + "_public_api"] = median_ms(lambda op=op: op.hvp(vector), repeats)
+        functions[method + "_public_api"] = lambda op=op: op.hvp(vector)
     # Batched products (trace probes, SLQ runs): one forward and first-order backward pass
-    # shared by k vectors; the cost per vector.
+    # shared by k vectors; reported per vector.
     k = 8
     op = HessianOperator(model, (x, y), method="reverse_over_reverse", batch_size=batch)
     many = op._function(f"hvp_many_{k}")
     stacked = [tf.stack([t] * k) for t in vector]
     packed = op._pack(op._first_batch)
-    results["hvp_ms"][f"reverse_over_reverse_batched_{k}_per_vector"] = median_ms(lambda: many(packed, stacked), repeats) / k
+    functions[f"reverse_over_reverse_batched_{k}"] = lambda: many(packed, stacked)
+    timings = median_ms_interleaved(functions, repeats)
+    timings[f"reverse_over_reverse_batched_{k}_per_vector"] = timings.pop(f"reverse_over_reverse_batched_{k}") / k
+    results["gradient_ms"] = timings.pop("gradient")
+    results["gradient_xla_ms"] = timings.pop("gradient_xla")
+    results["hvp_ms"] = timings
     for name, ms in results["hvp_ms"].items():
         results["ratio"][name] = ms / results["gradient_ms"]
     a, b = products[HVP_METHODS[0]], products[HVP_METHODS[1]]
@@ -107,7 +116,7 @@ def run(quick: bool = False, out: str | None = None) -> dict:
     results["fastest_method"] = min(HVP_METHODS, key=lambda m: results["hvp_ms"][m])
     results["default_method"] = DEFAULT_HVP_METHOD
 
-    print(f"CNN with {results['parameters']} parameters, batch {batch}, median of {repeats} calls")
+    print(f"CNN with {results['parameters']} parameters, batch {batch}, median of {repeats} interleaved calls")
     print(f"{'what':40s} {'ms':>9s} {'x gradient':>11s}")
     print(f"{'gradient':40s} {results['gradient_ms']:9.2f} {1.0:11.2f}")
     print(f"{'gradient (XLA)':40s} {results['gradient_xla_ms']:9.2f} {results['gradient_xla_ms'] / results['gradient_ms']:11.2f}")
