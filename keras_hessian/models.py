@@ -23,7 +23,7 @@ def small_cnn(input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10, filte
             conv(filters, 3, padding="same", activation="relu", name="conv_1"),
             pool(2, name="pool_1"),
             conv(2 * filters, 3, padding="same", activation="relu", name="conv_2"),
-            keras.layers.GlobalAveragePooling2D() if len(input_shape) == 3 else keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Flatten(name="flatten"),
             keras.layers.Dense(32, activation="relu", name="dense_1"),
             keras.layers.Dense(classes, name="logits"),
         ],
