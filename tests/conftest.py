@@ -30,7 +30,7 @@ def exact_hessian(model, x, y, training: bool = False, loss_fn=None, model_losse
     reference does not share code with the operator under test."""
     variables = [v.value for v in model.trainable_variables]
     saved = [v.numpy() for v in model.non_trainable_variables]
-    x = tf.convert_to_tensor(x)
+    x = tf.nest.map_structure(tf.convert_to_tensor, x)
     if loss_fn is None:
         def loss_fn(y_true, logits):
             return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True))

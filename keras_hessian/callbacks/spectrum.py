@@ -123,7 +123,7 @@ class HessianSpectrum(keras.callbacks.Callback):
         for i, value in enumerate(eigen.eigenvalues, start=1):
             values[eigenvalue_key(i)] = float(value)
         if self.trace:
-            values[TRACE] = float(hutchinson_trace(self._operator, max_iter=max(self.max_iter, 64), seed=seed).trace)
+            values[TRACE] = float(hutchinson_trace(self._operator, max_iter=max(self.max_iter, 64), tol=self.tol, seed=seed).trace)
         self.seconds += time.perf_counter() - start
         return values
 

@@ -174,7 +174,7 @@ def _arpack(operator, k, max_iter, tol, seed) -> EigenResult:
     v0 = np.random.default_rng(seed).standard_normal(n)
     converged = True
     try:
-        values, vectors = spla.eigsh(linear_operator, k=k, which="LM", tol=tol, maxiter=max_iter * n, v0=v0)
+        values, vectors = spla.eigsh(linear_operator, k=k, which="LM", tol=tol, maxiter=max_iter, v0=v0)
     except spla.ArpackNoConvergence as error:
         values, vectors, converged = error.eigenvalues, error.eigenvectors, False
     order = _order_by_magnitude(values)

@@ -42,14 +42,18 @@ def _is_tf_keras_model(model) -> bool:
     )
 
 
-def _layer_blocks(model) -> list[tuple[str, list]]:
-    """One block per leaf layer that owns trainable weights, recursing into nested models."""
+def _layer_blocks(model, prefix: str = "") -> list[tuple[str, list]]:
+    """One block per leaf layer that owns trainable weights, recursing into nested models.
+
+    Layers of nested models are named `outer/inner`, so two towers with a layer of the same
+    name stay two blocks.
+    """
     blocks = []
     for layer in model.layers:
         if getattr(layer, "layers", None):  # a nested model: its own layers are the blocks
-            blocks.extend(_layer_blocks(layer))
+            blocks.extend(_layer_blocks(layer, f"{prefix}{layer.name}/"))
         elif layer.trainable_weights:
-            blocks.append((layer.name, list(layer.trainable_weights)))
+            blocks.append((prefix + layer.name, list(layer.trainable_weights)))
     return blocks
 
 
@@ -99,6 +103,27 @@ def _unscale_for_replicas(loss):
     """
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     return loss * tf.cast(replicas, loss.dtype) if replicas > 1 else loss
+
+
+def _mean_of(per_example: Callable) -> Callable:
+    """A loss by name (`keras.losses.get("mse")` is per example) reduced as Keras reduces it:
+    the weighted sum over the batch divided by the batch size ("sum_over_batch_size")."""
+
+    def loss(y_true, y_pred, sample_weight=None):
+        values = per_example(y_true, y_pred)
+        if sample_weight is not None:
+            values = values * tf.cast(tf.reshape(sample_weight, tf.shape(values)), values.dtype)
+        return tf.reduce_mean(values)
+
+    return loss
+
+
+def _lists_to_tuples(value):
+    if isinstance(value, list):
+        return tuple(_lists_to_tuples(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _lists_to_tuples(v) for k, v in value.items()}
+    return value
 
 
 def _as_tensor_tree(value):
@@ -257,7 +282,8 @@ class HessianOperator:
 
             return compiled_loss, True  # Keras 3's compute_loss adds model.losses itself
         if isinstance(loss, str):
-            loss = keras.losses.get(loss)
+            # keras.losses.get("mse") is the per-example function: wrap it in its mean.
+            loss = _mean_of(keras.losses.get(loss))
         if not callable(loss):
             raise TypeError(f"loss must be a loss name, a callable or None. Received {type(loss).__name__}.")
 
@@ -271,6 +297,11 @@ class HessianOperator:
 
     def _prepare_data(self, data, batch_size, cache):
         if isinstance(data, tf.data.Dataset):
+            if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+                raise ValueError(
+                    "data is an infinite dataset (e.g. after .repeat()): the Hessian is of the mean "
+                    "loss over all of it. Pass a finite dataset, e.g. data.take(n)."
+                )
             dataset = data
             if batch_size is not None:
                 dataset = dataset.batch(int(batch_size))
@@ -278,7 +309,8 @@ class HessianOperator:
                 self._check_batched(dataset)
         elif isinstance(data, (tuple, list)):
             x, y, weights = _split_element(tuple(data))
-            x, y = _as_tensor_tree(x), _as_tensor_tree(y)
+            # Lists of arrays are several inputs / outputs (as in model.fit), not one stacked array.
+            x, y = _as_tensor_tree(_lists_to_tuples(x)), _as_tensor_tree(_lists_to_tuples(y))
             n = _first_dim(x)
             if n == 0:
                 raise ValueError("data is empty: x has 0 examples.")
@@ -293,6 +325,8 @@ class HessianOperator:
                 "data must be a tuple (x, y) / (x, y, sample_weight) of arrays or a tf.data.Dataset. "
                 f"Received {type(data).__name__}."
             )
+        # numpy data is in memory already: `cache=False` only streams datasets.
+        keep_all = cache or not isinstance(data, tf.data.Dataset)
         batches, total, has_weights = [], 0, None
         for element in dataset:
             x, y, w = _split_element(element)
@@ -303,7 +337,7 @@ class HessianOperator:
             if w is not None:
                 _check_finite(w, "sample_weight")
             total += _first_dim(x)
-            if cache or not batches:
+            if keep_all or not batches:
                 batches.append((x, y, w))  # without cache only the first, for tracing and checks
         if total == 0:
             raise ValueError("data is empty: it yielded no examples.")
@@ -321,7 +355,7 @@ class HessianOperator:
             if spec.shape.rank is not None and spec.shape.rank == len(tensor.shape) - 1:
                 raise ValueError(
                     "data looks unbatched (its x has the rank of ONE example of the model's input): "
-                    "pass batch_size= or batch the dataset."
+                    "batch the dataset (dataset.batch(n)) or pass batch_size= to HessianOperator."
                 )
 
     def _total_loss(self, x, y, w, training: bool):

@@ -313,3 +313,74 @@ def test_non_tensorflow_backend_is_refused(monkeypatch, small_model, digits_flat
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ValueError, match="KERAS_BACKEND=tensorflow.*'jax'"):
         HessianOperator(small_model, (x, y))
+
+
+def test_numpy_data_with_cache_false_uses_all_batches(mlp, hessian_batch_flat, mlp_hessian):
+    op = HessianOperator(mlp, hessian_batch_flat, batch_size=64, cache=False)
+    v = random_vector(op.variables, seed=11)
+    assert relative_error(flat(op.hvp(v)), mlp_hessian @ flat(v)) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["sparse_categorical_crossentropy", "mse"])
+def test_loss_given_by_name(digits_flat, name):
+    """A loss name means the batch mean of Keras' per-example function."""
+    (x, y), _ = digits_flat
+    x, y = x[:100], y[:100]
+    keras.utils.set_random_seed(12)
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(6, activation="tanh"), keras.layers.Dense(10), keras.layers.Softmax()]
+    )
+    targets = np.eye(10, dtype="float32")[y] if name == "mse" else y
+
+    def reference(t, p):
+        if name == "mse":
+            return tf.reduce_mean(tf.square(t - p))
+        return tf.reduce_mean(-tf.math.log(tf.gather(p, t, batch_dims=1)))
+
+    op = HessianOperator(model, (x, targets), loss=name)
+    v = random_vector(op.variables, seed=12)
+    expected = exact_hessian(model, x, targets, loss_fn=reference) @ flat(v)
+    assert relative_error(flat(op.hvp(v)), expected) < 1e-4
+
+
+def test_multi_input_and_multi_output_lists(digits_flat):
+    (x, y), _ = digits_flat
+    x, y = x[:80], y[:80]
+    keras.utils.set_random_seed(13)
+    a, b = keras.Input((32,)), keras.Input((32,))
+    hidden = keras.layers.Dense(6, activation="tanh")(keras.layers.Concatenate()([a, b]))
+    classes, value = keras.layers.Dense(10)(hidden), keras.layers.Dense(1)(hidden)
+    model = keras.Model([a, b], [classes, value])
+    model.compile(loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True), keras.losses.MeanSquaredError()])
+    targets = x.sum(axis=1, keepdims=True).astype("float32")
+    op = HessianOperator(model, ([x[:, :32], x[:, 32:]], [y, targets]))
+
+    def reference(t, p):
+        return tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(t[0], p[0], from_logits=True)) + tf.reduce_mean(
+            tf.square(t[1] - p[1])
+        )
+
+    v = random_vector(op.variables, seed=13)
+    expected = exact_hessian(model, (x[:, :32], x[:, 32:]), (y, targets), loss_fn=reference) @ flat(v)
+    assert relative_error(flat(op.hvp(v)), expected) < 1e-5
+
+
+def test_infinite_dataset_is_refused(small_model, digits_flat):
+    (x, y), _ = digits_flat
+    with pytest.raises(ValueError, match="infinite dataset"):
+        HessianOperator(small_model, tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat())
+
+
+def test_layer_blocks_of_nested_towers_with_equal_names(digits_flat):
+    (x, y), _ = digits_flat
+    keras.utils.set_random_seed(14)
+    inputs = keras.Input((64,))
+
+    def tower(name):
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(4, name="hidden")], name=name)
+
+    merged = keras.layers.Concatenate()([tower("left")(inputs), tower("right")(inputs)])
+    model = keras.Model(inputs, keras.layers.Dense(10, name="out")(merged))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    op = HessianOperator(model, (x[:60], y[:60]), blocks="layer")
+    assert op.blocks == ["left/hidden", "right/hidden", "out"]
