@@ -27,7 +27,7 @@ from keras_hessian.layers import (
     TernaryResidualConv2D,
     TernaryResidualDense,
 )
-from keras_hessian.layers._base import QuantizedConv, QuantizedLayer
+from keras_hessian.layers._base import QuantizedLayer
 from keras_hessian.layers.precision import bfloat16_layer_policy
 
 __all__ = ["QUANTIZABLE_LAYERS", "SCHEMES", "quantization_summary", "quantize_model"]
@@ -446,6 +446,3 @@ def _print_summary(model: keras.Model, report: dict, print_fn: Callable[[str], A
     )
     print_fn(rule.replace("-", "="))
 
-
-# QuantizedConv is re-exported for isinstance checks by export code.
-__all__ += ["QuantizedConv", "QuantizedLayer"]

@@ -84,12 +84,13 @@ def test_quantized_kernels_are_what_the_quantizers_say():
     latent = binary.kernel.numpy()
     np.testing.assert_array_equal(binary.quantized_kernel(), np.where(latent >= 0, 1.0, -1.0))
     ternary = make_layer(TernaryResidualDense, {"units": 3, "block_size": 4, "residuals": 2}, x_shape)
-    terms = [t.numpy() for t in ternary.ternary_terms()]
     ternary.active_residuals = 1
-    np.testing.assert_allclose(ternary.quantized_kernel(), terms[0] + terms[1], rtol=0, atol=1e-7)
+    # ternary_residual itself is checked against brute force in test_quantizers.py.
+    expected, _ = q.ternary_residual(ternary.kernel.numpy(), block_size=4, residuals=1)
+    np.testing.assert_allclose(ternary.quantized_kernel(), expected, rtol=0, atol=1e-7)
     dfp = make_layer(DFP16Dense, {"units": 3}, x_shape)
-    mantissa, exponent = q.dfp16_quantize(dfp.kernel.numpy())
-    np.testing.assert_array_equal(dfp.quantized_kernel(), mantissa.numpy() * 2.0 ** int(exponent))
+    mantissa, exponent = numpy_dfp(dfp.kernel.numpy())  # the rule written out in numpy
+    np.testing.assert_array_equal(dfp.quantized_kernel(), (mantissa * 2.0**exponent).astype(np.float32))
 
 
 # --------------------------------------------------------------------------- DFP-16 integers
