@@ -54,6 +54,8 @@ def _add_export(subparsers) -> None:
 
 
 def _run_export(args) -> int:
+    import uuid
+
     import keras
 
     from keras_hessian import export
@@ -74,11 +76,21 @@ def _run_export(args) -> int:
         if args.data is not None:
             calibration, evaluation = _export_data(args.data, model)
             calibration = calibration[: args.representative_examples]
-        path = export.to_tflite(model, args.output, mode=mode, representative_data=calibration)
-        if evaluation is None:
+        target = export._check_output_path(args.output)
+        # Convert and check a temporary file next to the target; an existing file at the
+        # target is replaced only once the conversion and the parity report succeeded.
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tflite")
+        try:
+            written = export.to_tflite(model, temporary, mode=mode, representative_data=calibration)
+            report = None if evaluation is None else export.parity_report(model, written, evaluation)
+            os.replace(written, target)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        path = target
+        if report is None:
             print(f"wrote {path} ({path.stat().st_size:,} bytes, mode {mode})")
             return 0
-        report = export.parity_report(model, path, evaluation)
     except (ValueError, TypeError, OSError) as error:
         print(f"keras-hessian export: error: {error}", file=sys.stderr)
         return 2

@@ -575,3 +575,20 @@ def test_auto_mode_keeps_float_layers_in_float32(tmp_path):
     # Float layers exact, binary layer exact in weights: only the hybrid kernel's on-the-fly
     # activation quantization of the binary layer's input remains.
     assert parity_report(model, path, x)["top1_agreement"] >= 0.95
+
+
+def test_cli_export_keeps_an_existing_file_when_the_parity_report_fails(float_model, tmp_path, capsys):
+    from keras_hessian import cli
+
+    model_path = tmp_path / "model.keras"
+    float_model.save(model_path)
+    out = tmp_path / "out.tflite"
+    previous = b"previous export " * 1000
+    out.write_bytes(previous)
+    data = tmp_path / "wrong.npz"  # 7 features: cannot be shaped for the (8, 8, 1) input
+    np.savez(data, x=np.zeros((20, 7), "float32"), y=np.zeros(20, "int64"))
+    code = cli.main(["export", str(model_path), str(out), "--mode", "float32", "--data", str(data)])
+    assert code == 2
+    assert "(20, 7)" in capsys.readouterr().err
+    assert out.read_bytes() == previous
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "out.tflite", "wrong.npz"]

@@ -35,6 +35,8 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from keras_hessian.data.adaptive import batch_size_control
+
 __all__ = ["StepTransform", "StepTransformCallback", "install", "restore"]
 
 
@@ -243,6 +245,11 @@ def restore(model) -> None:
     session = _SESSIONS.pop(id(model), None)
     if session is None:
         return
+    # A batch-size callback's hold on adaptive datasets ends with its session, also when a fit
+    # raised (Keras then skips on_train_end): release() is a no-op for a non-holder.
+    control = batch_size_control()
+    for owner, _ in session.transforms.values():
+        control.release(owner)
     if session.instance_step is not None:
         model.train_step = session.instance_step
     elif "train_step" in model.__dict__:

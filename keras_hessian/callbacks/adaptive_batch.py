@@ -459,20 +459,35 @@ class AdaptiveBatchSize(BatchSizeController):
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self._operator = None  # built at the first measurement, then reused every epoch
+        self._operator = None
         self.hessian_seconds = 0.0
         self.history = []
+        # Build the operator (it validates hessian_data, the loss and the label shapes) before
+        # any step, so bad hessian_data fails here with the weights untouched, not after an epoch.
+        start = time.perf_counter()
+        try:
+            self._build_operator()
+        except Exception:
+            _train_step.restore(self.model)
+            batch_size_control().release(self)
+            raise
+        self.hessian_seconds += time.perf_counter() - start
+
+    def _build_operator(self) -> None:
+        from keras_hessian.hessian import HessianOperator
+
+        self._operator = HessianOperator(
+            self.model, self.hessian_data, training=False, method=self.hvp_method,
+            batch_size=self.hessian_batch_size,
+        )
 
     def measure(self) -> float:
         """Measure the top eigenvalue on `hessian_data` now (the model's current weights)."""
-        from keras_hessian.hessian import HessianOperator, top_eigenvalues
+        from keras_hessian.hessian import top_eigenvalues
 
         start = time.perf_counter()
-        if self._operator is None:
-            self._operator = HessianOperator(
-                self.model, self.hessian_data, training=False, method=self.hvp_method,
-                batch_size=self.hessian_batch_size,
-            )
+        if self._operator is None:  # measure() called outside a fit
+            self._build_operator()
         result = top_eigenvalues(
             self._operator, k=1, max_iter=self.max_iter, tol=self.tol,
             seed=self.seed + len(self.history), method=self.method,
@@ -535,6 +550,17 @@ def _check_hessian_data(data) -> None:
             + (" with y=None" if isinstance(data, (tuple, list)) and len(data) > 1 and data[1] is None else "")
             + "."
         )
-    sizes = {len(part) for part in data if part is not None}
+    # x and y may be dicts / tuples of arrays (multi-input models): compare the examples of
+    # every array, not the length of the containers.
+    sizes = {
+        int(np.shape(leaf)[0])
+        for part in data
+        if part is not None
+        for leaf in (tf.nest.flatten(part) if isinstance(part, (dict, tuple)) else [part])
+        if np.ndim(leaf) > 0
+    }
     if len(sizes) != 1:
-        raise ValueError(f"hessian_data: x, y (and sample_weight) must have the same length. Received lengths {sorted(sizes)}.")
+        raise ValueError(
+            "hessian_data: x, y (and sample_weight) must have the same number of examples. "
+            f"Received sizes {sorted(sizes)}."
+        )

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from keras_hessian.callbacks import AdaptiveBatchSize
-from keras_hessian.data import adaptive_dataset
+from keras_hessian.data import adaptive_dataset, batch_size_control
 from tests.conftest import by_magnitude, exact_hessian
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -231,3 +231,57 @@ def test_uncompiled_model_is_refused(data):
     with pytest.raises(ValueError, match="not compiled"):
         AdaptiveBatchSize((x[:50], y[:50])).set_model(model)
     assert "train_step" not in model.__dict__
+
+
+def test_dict_inputs_are_accepted_and_measured_exactly():
+    rng = np.random.default_rng(0)
+    xa = rng.normal(size=(64, 3)).astype("float32")
+    xb = rng.normal(size=(64, 2)).astype("float32")
+    y = rng.integers(0, 4, 64)
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(4)(keras.layers.Concatenate()([a, b])))
+    model.compile(keras.optimizers.SGD(0.1), LOSS)
+    callback = AdaptiveBatchSize(({"a": xa, "b": xb}, y), 16, 64, method="lanczos", max_iter=40, tol=1e-8)
+    model.fit(adaptive_dataset({"a": xa, "b": xb}, y), epochs=1, verbose=0, callbacks=[callback])
+    # Measured at the end of the only epoch: the weights are the final ones.
+    expected = by_magnitude(np.linalg.eigvalsh(exact_hessian(model, {"a": xa, "b": xb}, y)))[0]
+    assert callback.eigenvalue == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match=r"\[10, 64\]"):
+        AdaptiveBatchSize(({"a": xa, "b": xb[:10]}, y))
+
+
+class _RaiseAtEpochEnd(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise RuntimeError("callback failed")
+
+
+def test_a_fit_that_raises_does_not_keep_the_batch_size(data):
+    x, y = data
+    recorder = Recorder()
+    model = _model(recorder=recorder)
+    with pytest.raises(RuntimeError, match="callback failed"):
+        model.fit(
+            adaptive_dataset(x, y), epochs=2, verbose=0,
+            callbacks=[AdaptiveBatchSize((x[:50], y[:50]), 128, 256, max_iter=3), _RaiseAtEpochEnd()],
+        )
+    assert recorder.sizes == _expected_batches(len(x), 128)  # the control was active in that fit
+    marks = EpochMarks(recorder)
+    marks.marks = [len(recorder.sizes)]
+    model.fit(adaptive_dataset(x, y, batch_size=16), epochs=2, verbose=0, callbacks=[marks])
+    assert marks.per_epoch() == [_expected_batches(len(x), 16)] * 2
+    assert "train_step" not in model.__dict__
+
+
+def test_bad_hessian_data_fails_before_any_step(data):
+    x, y = data
+    model = _model()
+    model.fit(x[:16], y[:16], epochs=1, verbose=0)  # builds the optimizer
+    before = _snapshot(model)
+    iterations = int(model.optimizer.iterations.numpy())
+    bad_labels = np.zeros((50, 7), "float32")  # 7 columns for a 10-class output
+    with pytest.raises(ValueError, match="labels"):
+        model.fit(adaptive_dataset(x, y), epochs=1, verbose=0, callbacks=[AdaptiveBatchSize((x[:50], bad_labels), 16, 64)])
+    _unchanged(model, before)
+    assert int(model.optimizer.iterations.numpy()) == iterations
+    assert not bool(batch_size_control().controlled.numpy())  # adaptive datasets use their own size
