@@ -10,6 +10,7 @@ from keras_hessian.layers import (
     BinaryConv2D,
     BinaryDense,
     DFP16Conv1D,
+    DFP16Conv2D,
     DFP16Dense,
     TernaryResidualConv2D,
     TernaryResidualDense,
@@ -65,7 +66,7 @@ def assert_unchanged(model, before):
     [
         ("binary", BinaryConv2D, BinaryDense),
         ("ternary_residual", TernaryResidualConv2D, TernaryResidualDense),
-        ("dfp16", keras.layers.Conv2D, DFP16Dense),  # replaced below by the DFP conv check
+        ("dfp16", DFP16Conv2D, DFP16Dense),
     ],
 )
 def test_new_model_swaps_middle_layers_and_keeps_original(small_cnn, x, scheme, conv_type, dense_type):
@@ -80,8 +81,7 @@ def test_new_model_swaps_middle_layers_and_keeps_original(small_cnn, x, scheme, 
     assert type(quantized.get_layer("first")) is keras.layers.Conv2D
     assert type(quantized.get_layer("last")) is keras.layers.Dense
     assert isinstance(quantized.get_layer("middle_dense"), dense_type)
-    if scheme != "dfp16":
-        assert isinstance(quantized.get_layer("middle_conv"), conv_type)
+    assert isinstance(quantized.get_layer("middle_conv"), conv_type)
     for name in ("middle_conv", "middle_dense"):
         new, old = quantized.get_layer(name), small_cnn.get_layer(name)
         np.testing.assert_array_equal(new.kernel.numpy(), old.kernel.numpy())
@@ -107,7 +107,7 @@ def test_dfp16_and_float32_schemes_track_the_float_model(small_cnn, x):
     same = quantize_model(small_cnn, "float32")
     np.testing.assert_array_equal(same.predict(x, verbose=0), reference)
     dfp = quantize_model(small_cnn, "dfp16", skip_first_last=False)
-    assert type(dfp.get_layer("first")).__name__ == "DFP16Conv2D"
+    assert type(dfp.get_layer("first")) is DFP16Conv2D
     np.testing.assert_allclose(dfp.predict(x, verbose=0), reference, atol=2e-3)
 
 
