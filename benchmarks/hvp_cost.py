@@ -87,24 +87,54 @@ def run(quick: bool = False, out: str | None = None) -> dict:
     products = {}
     for method in HVP_METHODS:
         op = HessianOperator(model, (x, y), method=method, batch_size=batch)
-        fn = op._function("hvp")
+        fn = op._function("hvp", batch)
         packed = op._pack(op._first_batch)
         functions[method] = lambda fn=fn, packed=packed: fn(packed, vector)
         products[method] = np.concatenate([t.numpy().ravel() for t in fn(packed, vector)])
         # The same product compiled with XLA (the operator's own function body, jit-compiled).
         xla = tf.function(fn.python_function, jit_compile=True)
         functions[method + "_xla"] = lambda xla=xla, packed=packed: xla(packed, vector)
+        # The same body traced for any batch size (what the operator uses for a last, smaller
+        # batch): the cost of giving up static shapes.
+        generic = op._function("hvp", None)
+        functions[method + "_any_batch_size"] = lambda generic=generic, packed=packed: generic(packed, vector)
         # End to end through the public API (batch loop, weighting, checks included).
         functions[method + "_public_api"] = lambda op=op: op.hvp(vector)
     # Batched products (trace probes, SLQ runs): one forward and first-order backward pass
     # shared by k vectors; reported per vector.
     k = 8
     op = HessianOperator(model, (x, y), method="reverse_over_reverse", batch_size=batch)
-    many = op._function(f"hvp_many_{k}")
+    many = op._function(f"hvp_many_{k}", batch)
     stacked = [tf.stack([t] * k) for t in vector]
     packed = op._pack(op._first_batch)
     functions[f"reverse_over_reverse_batched_{k}"] = lambda: many(packed, stacked)
+    # PyHessian's reuse: one forward and first-order backward pass, then a chain of products
+    # (power-iteration style, each vector depends on the last) taken from the kept graph. The
+    # marginal cost of one more product is (T(chain of 5) - T(chain of 1)) / 4.
+    def chained(n):
+        @tf.function
+        def chain(xb, yb, start):
+            with tf.GradientTape() as outer:
+                outer.watch(variables)
+                with tf.GradientTape() as inner:
+                    loss = loss_fn(yb, model(xb, training=False))
+                grads = inner.gradient(loss, variables)
+
+            def step(i, *v):
+                hv = outer.gradient(grads, variables, output_gradients=list(v))
+                norm = tf.sqrt(tf.add_n([tf.reduce_sum(t * t) for t in hv]))
+                return (i + 1, *[t / norm for t in hv])
+
+            return tf.while_loop(lambda i, *v: i < n, step, (0, *start))[1:]
+
+        return lambda: chain(x_t, y_t, vector)
+
+    functions["reused_first_order_chain_1"] = chained(1)
+    functions["reused_first_order_chain_5"] = chained(5)
     timings = median_ms_interleaved(functions, repeats)
+    timings["reverse_over_reverse_reused_first_order_marginal"] = (
+        timings.pop("reused_first_order_chain_5") - timings.pop("reused_first_order_chain_1")
+    ) / 4
     timings[f"reverse_over_reverse_batched_{k}_per_vector"] = timings.pop(f"reverse_over_reverse_batched_{k}") / k
     results["gradient_ms"] = timings.pop("gradient")
     results["gradient_xla_ms"] = timings.pop("gradient_xla")
