@@ -224,9 +224,14 @@ def _spectrum_report(model, x, y, *, top_k: int, trace: bool, layers: bool, dens
 
 def _add_demo(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="train a small CNN on sklearn digits with the spectrum callback and plot the spectrum"
+        "demo",
+        help="train a small CNN on sklearn digits with the spectrum callback, plot the spectrum, "
+        "swap in ternary-residual layers and export to TFLite with a parity check",
     )
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
+    parser.add_argument(
+        "--fine-tune-epochs", type=int, default=2, help="fine-tuning epochs of the ternary-residual model (default 2)"
+    )
     parser.add_argument("--out", default="keras-hessian-demo", help="directory for the PNG and JSON outputs")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=_run_demo)
@@ -242,6 +247,8 @@ def _run_demo(args) -> int:
 
     if args.epochs < 1:
         raise SystemExit(f"--epochs must be at least 1. Received {args.epochs}.")
+    if args.fine_tune_epochs < 0:
+        raise SystemExit(f"--fine-tune-epochs must be at least 0. Received {args.fine_tune_epochs}.")
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     (x, y), (x_test, y_test) = load_digits()
@@ -260,10 +267,59 @@ def _run_demo(args) -> int:
         density=os.path.join(args.out, "density.png"), seed=args.seed,
     )
     report["history"] = {k: [float(v) for v in history.history[k]] for k in keys}
+    print()
+    report["quantized"], report["tflite"] = _demo_quantize_and_export(model, x, y, x_test, y_test, args)
     with open(os.path.join(args.out, "demo.json"), "w") as f:
         json.dump(report, f, indent=2)
-    print(f"history plot, density plot and demo.json written to {args.out}/")
+    print(f"history plot, density plot, model.tflite and demo.json written to {args.out}/")
     return 0
+
+
+def _demo_quantize_and_export(model, x, y, x_test, y_test, args) -> tuple[dict, dict]:
+    """The demo's second half: ternary-residual layers swapped in, fine-tuned, exported to TFLite."""
+    import numpy as np
+
+    from keras_hessian import quantization_summary, quantize_model
+    from keras_hessian.export import evaluate_tflite, format_parity_report, parity_report, to_tflite
+    from keras_hessian.models import compile_classifier
+
+    def accuracy(m):
+        return float(np.mean(np.argmax(m.predict(x_test, verbose=0), axis=-1) == y_test))
+
+    spec = {"scheme": "ternary_residual", "residuals": 1}
+    print(f"quantize_model(model, {spec}): first and last layers stay float32")
+    quantized = compile_classifier(quantize_model(model, spec), learning_rate=1e-3)
+    post_training = accuracy(quantized)
+    if args.fine_tune_epochs:
+        quantized.fit(x, y, batch_size=64, epochs=args.fine_tune_epochs, verbose=0)
+    totals = quantization_summary(quantized, print_fn=None)["total"]
+    float_totals = quantization_summary(model, print_fn=None)["total"]
+    quantized_report = {
+        "float32_accuracy": accuracy(model),
+        "post_training_accuracy": post_training,
+        "fine_tuned_accuracy": accuracy(quantized),
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "weight_bytes": int(totals["weight_bytes"]),
+        "float32_weight_bytes": int(float_totals["weight_bytes"]),
+        "multiplications": int(totals["multiplications"]),
+        "float32_multiplications": int(float_totals["multiplications"]),
+    }
+    _print_table(
+        ["model", "test accuracy", "weight bytes", "multiplications / example"],
+        [
+            ["float32", quantized_report["float32_accuracy"], float_totals["weight_bytes"], float_totals["multiplications"]],
+            ["ternary r=1, post-training", post_training, totals["weight_bytes"], totals["multiplications"]],
+            [f"ternary r=1, fine-tuned {args.fine_tune_epochs} ep.", quantized_report["fine_tuned_accuracy"],
+             totals["weight_bytes"], totals["multiplications"]],
+        ],
+    )
+    path = to_tflite(quantized, os.path.join(args.out, "model.tflite"))
+    print(f"\nto_tflite -> {path} (LiteRT interpreter), parity with the Keras model on the test set:")
+    tflite_report = parity_report(quantized, path, (x_test, y_test))
+    evaluation = evaluate_tflite(path, (x_test, y_test))
+    tflite_report.update(latency_ms=evaluation["latency_ms"], file_bytes=evaluation["file_bytes"])
+    print(format_parity_report(tflite_report, path))
+    return quantized_report, tflite_report
 
 
 def _add_spectrum(subparsers) -> None:

@@ -59,3 +59,23 @@ def test_demo_command(tmp_path, capsys):
     assert len(report["history"]["hessian/top_eigenvalue"]) == 1
     assert (tmp_path / "density.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
+    # The exported ternary-residual model, run here with LiteRT directly, gives the accuracy the
+    # demo reports, and the quantization report counts the cheaper layers.
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_hessian.data import load_digits
+
+    _, (x_test, y_test) = load_digits()
+    interpreter = Interpreter(model_path=str(tmp_path / "model.tflite"))
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], [len(x_test), *x_test.shape[1:]])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x_test.astype(detail["dtype"]))
+    interpreter.invoke()
+    logits = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert report["tflite"]["litert_accuracy"] == float(np.mean(np.argmax(logits, axis=-1) == y_test))
+    assert report["tflite"]["top1_agreement"] >= 0.99
+    assert report["tflite"]["file_bytes"] == (tmp_path / "model.tflite").stat().st_size
+    quantized = report["quantized"]
+    assert quantized["weight_bytes"] < quantized["float32_weight_bytes"] / 4
+    assert quantized["multiplications"] < quantized["float32_multiplications"] / 4
