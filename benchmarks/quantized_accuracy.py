@@ -92,7 +92,10 @@ def costs(model) -> tuple[int, int]:
     return total["weight_bytes"], total["multiplications"]
 
 
-def run_one(dataset: str, seed: int, quick: bool, log) -> list[dict]:
+SCHEMES = ("float32", "bfloat16", "dfp16", "ternary_residual", "binary")
+
+
+def run_one(dataset: str, seed: int, quick: bool, log, schemes=SCHEMES) -> list[dict]:
     data = load(dataset, quick)
     epochs = 2 if quick else (30 if dataset == "digits" else 40)
     fine_tune_epochs = 1 if quick else 5
@@ -117,9 +120,21 @@ def run_one(dataset: str, seed: int, quick: bool, log) -> list[dict]:
     float_model = fit(quantize_model(initial, "float32"), data, seed, epochs, 1e-3)
     record("float32", "trained", float_model)
     for scheme in ("bfloat16", "dfp16"):
-        model = fit(quantize_model(initial, scheme, skip_first_last=False), data, seed, epochs, 1e-3)
-        record(scheme, "trained", model)
+        if scheme in schemes:
+            model = fit(quantize_model(initial, scheme, skip_first_last=False), data, seed, epochs, 1e-3)
+            record(scheme, "trained", model)
+    if "ternary_residual" in schemes:
+        ternary_rows(float_model, data, seed, fine_tune_epochs, record)
+    if "binary" in schemes:
+        binary = quantize_model(float_model, "binary")
+        record("binary", "post_training", binary)
+        record("binary", "fine_tuned", fit(binary, data, seed, fine_tune_epochs, 3e-4))
+    return records
 
+
+def ternary_rows(float_model, data, seed, fine_tune_epochs, record) -> None:
+    """Ternary-residual at r = 0..3: post-training (one r = 3 model, `active_residuals`
+    lowered) and fine-tuned (one model per r)."""
     spec = {"scheme": "ternary_residual", "block_size": BLOCK_SIZE, "residuals": 3}
     ternary = quantize_model(float_model, spec)
     for residuals in range(4):
@@ -131,11 +146,6 @@ def run_one(dataset: str, seed: int, quick: bool, log) -> list[dict]:
         spec = {"scheme": "ternary_residual", "block_size": BLOCK_SIZE, "residuals": residuals}
         model = fit(quantize_model(float_model, spec), data, seed, fine_tune_epochs, 3e-4)
         record("ternary_residual", "fine_tuned", model, residuals)
-
-    binary = quantize_model(float_model, "binary")
-    record("binary", "post_training", binary)
-    record("binary", "fine_tuned", fit(binary, data, seed, fine_tune_epochs, 3e-4))
-    return records
 
 
 def aggregate(records: list[dict]) -> list[dict]:
@@ -190,6 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="1 seed, tiny training: a smoke run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
+    parser.add_argument(
+        "--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES),
+        help="schemes to run (float32, the reference, always runs)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     records = []
     for dataset in args.datasets:
         for seed in range(seeds):
-            records.extend(run_one(dataset, seed, args.quick, lambda m: print(m, flush=True)))
+            records.extend(run_one(dataset, seed, args.quick, lambda m: print(m, flush=True), args.schemes))
     rows = aggregate(records)
     result = {
         "rows": rows,
