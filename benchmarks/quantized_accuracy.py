@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     markdown = table(rows)
     header = (
         "# Quantized accuracy\n\n"
-        f"`python benchmarks/quantized_accuracy.py{' --quick' if args.quick else ''}`, "
+        f"`{shlex.join(['python', 'benchmarks/quantized_accuracy.py', *(sys.argv[1:] if argv is None else argv)])}`, "
         f"{seeds} seed(s), block size N={BLOCK_SIZE}, {result['config']['seconds']} s.\n"
         "Ternary-residual and binary keep the first and last layers in float32; bfloat16 and "
         "DFP-16 quantize every layer and train from the float32 model's initial weights.\n\n"

@@ -64,68 +64,51 @@ def _run_export(args) -> int:
         import keras_hessian.layers  # noqa: F401
     except ImportError:
         pass
+    model = keras.models.load_model(args.model, safe_mode=True)
+    calibration = evaluation = None
+    if args.data is None and args.mode in ("int8", "int16x8"):
+        raise ValueError(f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d or FILE.npz.")
+    mode = export.auto_mode(model) if args.mode == "auto" else args.mode
+    if args.data is not None:
+        calibration, evaluation = _export_data(args.data, model)
+        calibration = calibration[: args.representative_examples]
+    target = export._check_output_path(args.output)
+    # Convert and check a temporary file next to the target; an existing file at the
+    # target is replaced only once the conversion and the parity report succeeded.
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tflite")
     try:
-        model = keras.models.load_model(args.model, safe_mode=True)
-        calibration = evaluation = None
-        if args.data is None and args.mode in ("int8", "int16x8"):
-            raise ValueError(
-                f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d or "
-                "FILE.npz."
-            )
-        mode = export.auto_mode(model) if args.mode == "auto" else args.mode
-        if args.data is not None:
-            calibration, evaluation = _export_data(args.data, model)
-            calibration = calibration[: args.representative_examples]
-        target = export._check_output_path(args.output)
-        # Convert and check a temporary file next to the target; an existing file at the
-        # target is replaced only once the conversion and the parity report succeeded.
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tflite")
-        try:
-            written = export.to_tflite(model, temporary, mode=mode, representative_data=calibration)
-            report = None if evaluation is None else export.parity_report(model, written, evaluation)
-            os.replace(written, target)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        path = target
-        if report is None:
-            print(f"wrote {path} ({path.stat().st_size:,} bytes, mode {mode})")
-            return 0
-    except (ValueError, TypeError, OSError) as error:
-        print(f"keras-hessian export: error: {error}", file=sys.stderr)
-        return 2
+        written = export.to_tflite(model, temporary, mode=mode, representative_data=calibration)
+        report = None if evaluation is None else export.parity_report(model, written, evaluation)
+        os.replace(written, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    path = target
+    if report is None:
+        print(f"wrote {path} ({path.stat().st_size:,} bytes, mode {mode})")
+        return 0
     print(f"{'mode':<20} {mode}")
     print(export.format_parity_report(report, path))
     return 0
 
 
 def _export_data(name: str, model):
-    """(calibration inputs, (test inputs, test labels)) shaped for `model`'s input."""
+    """(calibration inputs, (test inputs, test labels)) shaped for `model`'s input.
+
+    Unlike `_fit_inputs` a layout that does not fit is passed on as is, so that the parity
+    report names the shapes that disagree.
+    """
     import numpy as np
 
-    if name in ("digits", "mnist1d"):
-        from keras_hessian.data import load_dataset
-
-        (x_train, _), (x_test, y_test) = load_dataset(name)
-    elif name.endswith(".npz"):
-        with np.load(name) as arrays:
-            if "x" not in arrays or "y" not in arrays:
-                raise ValueError(f"--data {name!r} must hold arrays 'x' and 'y'.")
-            x_train = arrays["x"]
-            x_test = arrays["x_test"] if "x_test" in arrays else arrays["x"]
-            y_test = arrays["y_test"] if "y_test" in arrays else arrays["y"]
-    else:
-        raise ValueError(f"--data must be digits, mnist1d or a FILE.npz. Received --data {name!r}.")
+    (x_train, _), (x_test, y_test) = _load_data(name, "train"), _load_data(name, "test")
     shape = tuple(model.input_shape[1:])
-    if None not in shape:
 
-        def fit(x):
-            if x.shape[1:] != shape and x[0].size == int(np.prod(shape)):
-                return x.reshape((len(x), *shape))
-            return x
+    def fit(x):
+        if None not in shape and x.shape[1:] != shape and x[0].size == int(np.prod(shape)):
+            return x.reshape((len(x), *shape))
+        return x
 
-        x_train, x_test = fit(x_train), fit(x_test)
-    return x_train.astype("float32"), (x_test.astype("float32"), y_test)
+    return fit(x_train).astype("float32"), (fit(x_test).astype("float32"), y_test)
 
 
 def _load_data(spec: str, split: str = "train"):
@@ -137,13 +120,13 @@ def _load_data(spec: str, split: str = "train"):
         return train if split == "train" else test
     if spec.endswith(".npz"):
         if not os.path.isfile(spec):
-            raise SystemExit(f"--data: no such file {spec!r}.")
+            raise ValueError(f"--data: no such file {spec!r}.")
         arrays = dict(__import__("numpy").load(spec))
         key_x, key_y = ("x", "y") if split == "train" or "x_test" not in arrays else ("x_test", "y_test")
         if key_x not in arrays or key_y not in arrays:
-            raise SystemExit(f"--data: {spec!r} must hold arrays 'x' and 'y'. It holds {sorted(arrays)}.")
+            raise ValueError(f"--data: {spec!r} must hold arrays 'x' and 'y'. It holds {sorted(arrays)}.")
         return arrays[key_x], arrays[key_y]
-    raise SystemExit(f"--data must be digits, mnist1d or a FILE.npz. Received {spec!r}.")
+    raise ValueError(f"--data must be digits, mnist1d or a FILE.npz. Received {spec!r}.")
 
 
 def _fit_inputs(x, model):
@@ -154,7 +137,7 @@ def _fit_inputs(x, model):
     if None in shape or shape == x.shape[1:]:
         return x
     if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
-        raise SystemExit(f"--data: examples of shape {x.shape[1:]} do not fit the model's input {shape}.")
+        raise ValueError(f"--data: examples of shape {x.shape[1:]} do not fit the model's input {shape}.")
     return x.reshape((-1,) + shape)
 
 
@@ -246,9 +229,9 @@ def _run_demo(args) -> int:
     from keras_hessian.models import compile_classifier, small_cnn
 
     if args.epochs < 1:
-        raise SystemExit(f"--epochs must be at least 1. Received {args.epochs}.")
+        raise ValueError(f"--epochs must be at least 1. Received {args.epochs}.")
     if args.fine_tune_epochs < 0:
-        raise SystemExit(f"--fine-tune-epochs must be at least 0. Received {args.fine_tune_epochs}.")
+        raise ValueError(f"--fine-tune-epochs must be at least 0. Received {args.fine_tune_epochs}.")
     os.makedirs(args.out, exist_ok=True)
     keras.utils.set_random_seed(args.seed)
     (x, y), (x_test, y_test) = load_digits()
@@ -340,21 +323,18 @@ def _run_spectrum(args) -> int:
     import keras
 
     if not os.path.isfile(args.model):
-        raise SystemExit(f"MODEL: no such file {args.model!r}.")
+        raise ValueError(f"MODEL: no such file {args.model!r}.")
     if args.top_k < 1:
-        raise SystemExit(f"--top-k must be at least 1. Received {args.top_k}.")
+        raise ValueError(f"--top-k must be at least 1. Received {args.top_k}.")
     if args.samples < 1:
-        raise SystemExit(f"--samples must be at least 1. Received {args.samples}.")
+        raise ValueError(f"--samples must be at least 1. Received {args.samples}.")
     model = keras.models.load_model(args.model, safe_mode=True)
     x, y = _load_data(args.data)
     x, y = _fit_inputs(x[: args.samples], model), y[: args.samples]
     print(f"{args.model}: {model.count_params()} parameters; Hessian over {len(x)} examples of {args.data}")
-    try:
-        report = _spectrum_report(
-            model, x, y, top_k=args.top_k, trace=args.trace, layers=args.layers, density=args.density, seed=args.seed
-        )
-    except (ValueError, TypeError) as error:
-        raise SystemExit(f"error: {error}") from None
+    report = _spectrum_report(
+        model, x, y, top_k=args.top_k, trace=args.trace, layers=args.layers, density=args.density, seed=args.seed
+    )
     report["model"] = args.model
     if args.json:
         with open(args.json, "w") as f:
@@ -423,42 +403,38 @@ def _run_train(args) -> int:
     from keras_hessian.callbacks import training_callbacks
     from keras_hessian.data import adaptive_dataset, load_digits, load_mnist1d
 
-    try:
-        if args.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1. Received {args.epochs}.")
-        if args.data == "mnist1d":
-            (x, y), (xt, yt) = load_mnist1d(num_samples=args.samples, seed=42)
-        else:
-            (x, y), (xt, yt) = load_digits(seed=args.seed)
-        rng = np.random.default_rng(args.seed)
-        subset = rng.choice(len(x), min(args.hessian_examples, len(x)), replace=False)
-        callbacks = training_callbacks(
-            args.method,
-            hessian_data=(x[subset], y[subset]),
-            base_batch_size=args.batch_size,
-            large_batch_size=args.max_batch_size,
-            max_physical_batch_size=args.max_physical_batch_size,
-            lr_milestones=args.lr_milestones,
-            lr_decay=args.lr_decay,
-            warmup_epochs=args.warmup_epochs,
-            epsilon=args.epsilon,
-            adversarial_ratio=args.adversarial_ratio,
-            backup_dir=args.backup_dir,
-            **(
-                {"patience": args.patience, "check_every": args.check_every,
-                 "lr_scaling": args.lr_scaling, "seed": args.seed}
-                if args.method in ("abs", "absa") else {}
-            ),
-        )
-        model = _train_model(args.data, x.shape[1:], args.seed)
-        model.compile(
-            keras.optimizers.SGD(args.lr, momentum=0.9),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
-    except (ValueError, TypeError) as error:
-        print(f"keras-hessian train: error: {error}", file=sys.stderr)
-        return 2
+    if args.epochs < 1:
+        raise ValueError(f"--epochs must be >= 1. Received {args.epochs}.")
+    if args.data == "mnist1d":
+        (x, y), (xt, yt) = load_mnist1d(num_samples=args.samples, seed=42)
+    else:
+        (x, y), (xt, yt) = load_digits(seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    subset = rng.choice(len(x), min(args.hessian_examples, len(x)), replace=False)
+    callbacks = training_callbacks(
+        args.method,
+        hessian_data=(x[subset], y[subset]),
+        base_batch_size=args.batch_size,
+        large_batch_size=args.max_batch_size,
+        max_physical_batch_size=args.max_physical_batch_size,
+        lr_milestones=args.lr_milestones,
+        lr_decay=args.lr_decay,
+        warmup_epochs=args.warmup_epochs,
+        epsilon=args.epsilon,
+        adversarial_ratio=args.adversarial_ratio,
+        backup_dir=args.backup_dir,
+        **(
+            {"patience": args.patience, "check_every": args.check_every,
+             "lr_scaling": args.lr_scaling, "seed": args.seed}
+            if args.method in ("abs", "absa") else {}
+        ),
+    )
+    model = _train_model(args.data, x.shape[1:], args.seed)
+    model.compile(
+        keras.optimizers.SGD(args.lr, momentum=0.9),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     rows = []
     header = ["epoch", "batch", "lr", "eigenvalue", "train_acc", "test_acc", "seconds"]
 
@@ -488,19 +464,15 @@ def _run_train(args) -> int:
             )
 
     extra = [keras.callbacks.BackupAndRestore(args.backup_dir)] if args.backup_dir else []
-    try:
-        model.fit(
-            adaptive_dataset(x, y, seed=args.seed),
-            epochs=args.epochs,
-            validation_data=(xt, yt),
-            validation_batch_size=1024,
-            callbacks=[*extra, *callbacks, Report()],
-            shuffle=False,
-            verbose=0,
-        )
-    except (ValueError, TypeError) as error:
-        print(f"keras-hessian train: error: {error}", file=sys.stderr)
-        return 2
+    model.fit(
+        adaptive_dataset(x, y, seed=args.seed),
+        epochs=args.epochs,
+        validation_data=(xt, yt),
+        validation_batch_size=1024,
+        callbacks=[*extra, *callbacks, Report()],
+        shuffle=False,
+        verbose=0,
+    )
     print(f"SGD iterations: {int(model.optimizer.iterations.numpy())}")
     if args.json:
         with open(args.json, "w") as f:
@@ -509,9 +481,18 @@ def _run_train(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `keras-hessian` console script."""
+    """Entry point of the `keras-hessian` console script.
+
+    Bad input (a ValueError / TypeError / OSError raised by a sub-command or the library) is
+    printed as `keras-hessian COMMAND: error: ...` on stderr with exit status 2, as argparse
+    does for bad arguments.
+    """
     args = _build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"keras-hessian {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
