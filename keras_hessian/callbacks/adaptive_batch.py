@@ -20,6 +20,8 @@ from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian.callbacks import _train_step
 from keras_hessian.callbacks._train_step import StepTransform, StepTransformCallback
 from keras_hessian.data.adaptive import batch_size_control
+from keras_hessian.hessian.eigen import EIGEN_METHODS
+from keras_hessian.hessian.operator import HVP_METHODS
 
 __all__ = ["LR_SCALING_RULES", "AdaptiveBatchSize", "BatchSizeController"]
 
@@ -404,15 +406,12 @@ class AdaptiveBatchSize(BatchSizeController):
         if not float(tol) > 0:
             raise ValueError(f"tol must be > 0. Received tol={tol!r}.")
         self.tol = float(tol)
-        if method not in ("power", "lanczos", "arpack"):
-            raise ValueError(f"method must be 'power', 'lanczos' or 'arpack'. Received method={method!r}.")
+        if method not in EIGEN_METHODS:
+            raise ValueError(f"method must be one of {EIGEN_METHODS}. Received method={method!r}.")
         self.method = method
         self.hessian_batch_size = _optional_positive_int(hessian_batch_size, "hessian_batch_size")
-        if hvp_method not in (None, "forward_over_reverse", "reverse_over_reverse"):
-            raise ValueError(
-                "hvp_method must be None, 'forward_over_reverse' or 'reverse_over_reverse'. "
-                f"Received hvp_method={hvp_method!r}."
-            )
+        if hvp_method is not None and hvp_method not in HVP_METHODS:
+            raise ValueError(f"hvp_method must be None or one of {HVP_METHODS}. Received hvp_method={hvp_method!r}.")
         self.hvp_method = hvp_method
         self.seed = int(seed)
         self._operator = None

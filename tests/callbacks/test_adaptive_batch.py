@@ -161,6 +161,8 @@ def test_trigger_follows_the_measured_eigenvalues(data):
         ({"lr_scaling": "cube"}, ValueError, "lr_scaling='cube'"),
         ({"check_every": 0}, ValueError, "check_every=0"),
         ({"max_physical_batch_size": 0}, ValueError, "max_physical_batch_size=0"),
+        ({"method": "jacobi"}, ValueError, "method='jacobi'"),
+        ({"hvp_method": "reverse"}, ValueError, "hvp_method='reverse'"),
     ],
 )
 def test_bad_arguments_are_named(data, kwargs, error, words):
