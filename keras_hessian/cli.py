@@ -41,7 +41,7 @@ def _add_export(subparsers) -> None:
     parser.add_argument(
         "--data",
         default=None,
-        help="digits, mnist1d or FILE.npz (arrays x, y; x_test, y_test optional): "
+        help="digits, mnist1d, tfds:NAME (e.g. tfds:mnist, needs the network once) or FILE.npz (arrays x, y; x_test, y_test optional): "
         "calibration for int8/int16x8 and the parity report",
     )
     parser.add_argument(
@@ -67,7 +67,7 @@ def _run_export(args) -> int:
     model = keras.models.load_model(args.model, safe_mode=True)
     calibration = evaluation = None
     if args.data is None and args.mode in ("int8", "int16x8"):
-        raise ValueError(f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d or FILE.npz.")
+        raise ValueError(f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d, tfds:NAME or FILE.npz.")
     mode = export.auto_mode(model) if args.mode == "auto" else args.mode
     if args.data is not None:
         calibration, evaluation = _export_data(args.data, model)
@@ -113,7 +113,7 @@ def _export_data(name: str, model):
 
 def _load_data(spec: str, split: str = "train"):
     """`digits`, `mnist1d` or a FILE.npz with arrays x, y (x_test, y_test optional)."""
-    if spec in ("digits", "mnist1d"):
+    if spec in ("digits", "mnist1d") or spec.startswith("tfds:"):
         from keras_hessian.data import load_dataset
 
         train, test = load_dataset(spec)
@@ -126,7 +126,7 @@ def _load_data(spec: str, split: str = "train"):
         if key_x not in arrays or key_y not in arrays:
             raise ValueError(f"--data: {spec!r} must hold arrays 'x' and 'y'. It holds {sorted(arrays)}.")
         return arrays[key_x], arrays[key_y]
-    raise ValueError(f"--data must be digits, mnist1d or a FILE.npz. Received {spec!r}.")
+    raise ValueError(f"--data must be digits, mnist1d, tfds:NAME or a FILE.npz. Received {spec!r}.")
 
 
 def _fit_inputs(x, model):
@@ -308,7 +308,7 @@ def _demo_quantize_and_export(model, x, y, x_test, y_test, args) -> tuple[dict, 
 def _add_spectrum(subparsers) -> None:
     parser = subparsers.add_parser("spectrum", help="Hessian eigenvalues, trace and density of a saved model")
     parser.add_argument("model", help="a saved Keras model (.keras), loaded with safe_mode=True")
-    parser.add_argument("--data", required=True, help="digits, mnist1d or FILE.npz (arrays x, y)")
+    parser.add_argument("--data", required=True, help="digits, mnist1d, tfds:NAME (needs the network once) or FILE.npz (arrays x, y)")
     parser.add_argument("--samples", type=int, default=1000, help="examples the Hessian is taken over (default 1000)")
     parser.add_argument("--top-k", type=int, default=3, help="number of top eigenvalues (default 3)")
     parser.add_argument("--trace", action="store_true", help="also estimate the trace (Hutch++)")

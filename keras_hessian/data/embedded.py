@@ -68,8 +68,13 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, channels: bool = True)
 
 
 def load_dataset(name: str, **kwargs) -> tuple[Split, Split]:
-    """Load an embedded dataset by name: `"digits"` or `"mnist1d"`."""
+    """Load a dataset by name: `"digits"`, `"mnist1d"` (embedded) or `"tfds:NAME"` (TensorFlow
+    Datasets, see `keras_hessian.data.tfds.load_tfds`; needs the network once)."""
+    if isinstance(name, str) and name.startswith("tfds:"):
+        from keras_hessian.data.tfds import load_tfds
+
+        return load_tfds(name, **kwargs)
     loaders = {"digits": load_digits, "mnist1d": load_mnist1d}
     if name not in loaders:
-        raise ValueError(f"name must be one of {sorted(loaders)}. Received name={name!r}.")
+        raise ValueError(f"name must be one of {sorted(loaders)} or 'tfds:NAME'. Received name={name!r}.")
     return loaders[name](**kwargs)
