@@ -3,8 +3,9 @@
 On sklearn digits (8x8 CNN) and MNIST-1D (1-D CNN), one float32 model is trained; from it:
 
 - bfloat16: `quantize_model(initial, "bfloat16")` trained from the same initial weights;
-- DFP-16, ternary-residual r=1 and r=2, binary: `quantize_model(trained, scheme)` (first and
-  last layers kept in float32) plus a short quantization-aware fine-tune;
+- DFP-16, ternary-residual r=0, 1 and 2 (blocks of N=64, and r=1 with N=256), binary:
+  `quantize_model(trained, scheme)` (first and last layers kept in float32) plus a short
+  quantization-aware fine-tune;
 - the HAWQ plan, when `keras_hessian.hawq` exists.
 
 Each Keras model is exported with `keras_hessian.export.to_tflite` (mode "auto": float32 for
@@ -154,6 +155,9 @@ def variants(dataset, data, quick):
             ("ternary_residual_r0", {"scheme": "ternary_residual", "residuals": 0}),
             *schemes[:1],
             ("ternary_residual_r2", {"scheme": "ternary_residual", "residuals": 2}),
+            # The deck's other block size: fewer, larger blocks make the per-(term, block)
+            # int2 split pay for r = 1 too (each piece carries per-channel scales).
+            ("ternary_residual_r1_n256", {"scheme": "ternary_residual", "residuals": 1, "block_size": 256}),
             *schemes[1:],
         ]
     for name, scheme in schemes:
