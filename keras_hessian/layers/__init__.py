@@ -1,6 +1,6 @@
 """Quantized layers (binary, ternary-residual, DFP-16), their quantizers and bfloat16 helpers."""
 
-from keras_hessian.layers import quantizers
+from keras_hessian.layers import quantizers, registry
 from keras_hessian.layers.binary import BinaryConv1D, BinaryConv2D, BinaryDense
 from keras_hessian.layers.dfp import DFP16Conv1D, DFP16Conv2D, DFP16Dense
 from keras_hessian.layers.precision import (
@@ -15,17 +15,8 @@ from keras_hessian.layers.ternary import (
     TernaryResidualDense,
 )
 
-QUANTIZED_LAYERS = (
-    BinaryDense,
-    BinaryConv1D,
-    BinaryConv2D,
-    TernaryResidualDense,
-    TernaryResidualConv1D,
-    TernaryResidualConv2D,
-    DFP16Dense,
-    DFP16Conv1D,
-    DFP16Conv2D,
-)
+# Read from the one registry: a new quantized layer class registers itself and appears here.
+QUANTIZED_LAYERS = registry.quantized_layer_classes()
 
 __all__ = [
     "DFP16",
@@ -46,4 +37,5 @@ __all__ = [
     "keeps_float32",
     "mixed_bfloat16_scope",
     "quantizers",
+    "registry",
 ]

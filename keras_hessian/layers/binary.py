@@ -8,6 +8,7 @@ import keras
 
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
 from keras_hessian.layers.quantizers import Binarize
+from keras_hessian.layers.registry import register_quantized_layer
 
 __all__ = ["BinaryConv1D", "BinaryConv2D", "BinaryDense"]
 
@@ -32,6 +33,7 @@ class _BinaryArguments:
         }
 
 
+@register_quantized_layer("binary", keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class BinaryDense(_BinaryArguments, QuantizedDense):
     """Dense layer with binary {-1, +1} weights (and optionally binary inputs).
@@ -97,6 +99,7 @@ class _BinaryConv(_BinaryArguments, QuantizedConv):
         return {**super().get_config(), **self._binary_config()}
 
 
+@register_quantized_layer("binary", keras.layers.Conv2D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class BinaryConv2D(_BinaryConv):
     """2D convolution with binary {-1, +1} weights (and optionally binary inputs).
@@ -125,6 +128,7 @@ class BinaryConv2D(_BinaryConv):
     rank = 2
 
 
+@register_quantized_layer("binary", keras.layers.Conv1D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class BinaryConv1D(_BinaryConv):
     """1D convolution with binary {-1, +1} weights; see `BinaryConv2D`.

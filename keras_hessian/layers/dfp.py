@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
 from keras_hessian.layers.quantizers import DFP16, _power_of_two, _validate_choice
+from keras_hessian.layers.registry import register_quantized_layer
 
 __all__ = ["INT32_MAX", "INT32_MIN", "DFP16Conv1D", "DFP16Conv2D", "DFP16Dense"]
 
@@ -148,6 +149,7 @@ class _DFPArguments:
         }
 
 
+@register_quantized_layer("dfp16", keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class DFP16Dense(_DFPArguments, QuantizedDense):
     """Dense layer computing in dynamic fixed point: int16 x int16 -> int32, DFP-16 gradients.
@@ -264,6 +266,7 @@ class _DFPConv(_DFPArguments, QuantizedConv):
         return {**super().get_config(), **self._dfp_config()}
 
 
+@register_quantized_layer("dfp16", keras.layers.Conv2D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class DFP16Conv2D(_DFPConv):
     """2D convolution computing in dynamic fixed point (int16 x int16 -> int32); see Dense.
@@ -289,6 +292,7 @@ class DFP16Conv2D(_DFPConv):
     rank = 2
 
 
+@register_quantized_layer("dfp16", keras.layers.Conv1D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class DFP16Conv1D(_DFPConv):
     """1D convolution computing in dynamic fixed point; see `DFP16Conv2D`.

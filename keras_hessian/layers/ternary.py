@@ -11,6 +11,7 @@ from keras import ops
 from keras_hessian.layers import quantizers
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
 from keras_hessian.layers.quantizers import TernaryResidual
+from keras_hessian.layers.registry import register_quantized_layer
 
 __all__ = ["TernaryResidualConv1D", "TernaryResidualConv2D", "TernaryResidualDense"]
 
@@ -83,6 +84,7 @@ class _TernaryArguments:
         }
 
 
+@register_quantized_layer("ternary_residual", keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class TernaryResidualDense(_TernaryArguments, QuantizedDense):
     """Dense layer whose kernel is a sum of block-wise ternary terms (ternary residual).
@@ -157,6 +159,7 @@ class _TernaryConv(_TernaryArguments, QuantizedConv):
         return {**super().get_config(), **self._ternary_config()}
 
 
+@register_quantized_layer("ternary_residual", keras.layers.Conv2D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class TernaryResidualConv2D(_TernaryConv):
     """2D convolution whose kernel is a sum of block-wise ternary terms (ternary residual).
@@ -184,6 +187,7 @@ class TernaryResidualConv2D(_TernaryConv):
     rank = 2
 
 
+@register_quantized_layer("ternary_residual", keras.layers.Conv1D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
 class TernaryResidualConv1D(_TernaryConv):
     """1D convolution whose kernel is a sum of block-wise ternary terms; see Conv2D.
