@@ -1,4 +1,10 @@
-"""Figures of what keras-hessian measures, written as PNG with matplotlib (Agg backend)."""
+"""Figures of what keras-hessian measures, written as PNG with matplotlib.
+
+Figures are built with matplotlib's object-oriented API (`matplotlib.figure.Figure`, saved through
+its own Agg canvas), never through pyplot: drawing a figure neither switches the user's backend
+(a notebook's inline one, say) nor leaves a figure open in pyplot's registry, and it works
+without a display.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(**kwargs)
 
 
 def _save(fig, path: str | os.PathLike) -> str:
@@ -22,8 +25,7 @@ def _save(fig, path: str | os.PathLike) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"path: the directory {directory!r} does not exist. Received path={path!r}.")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    _pyplot().close(fig)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # a bare Figure saves through the Agg canvas
     return path
 
 
@@ -45,8 +47,8 @@ def plot_density(result, path: str | os.PathLike, *, log_scale: bool = True, tit
     Returns:
         The path written.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure(figsize=(6, 4))
+    ax = fig.subplots()
     results = result if isinstance(result, Mapping) else {"model": result}
     for name, res in results.items():
         density = np.maximum(res.density, 1e-12) if log_scale else res.density
@@ -75,8 +77,8 @@ def plot_history(series: Mapping[str, Sequence[float]], path: str | os.PathLike,
     """
     if not series:
         raise ValueError("series must hold at least one named sequence. Received an empty mapping.")
-    plt = _pyplot()
-    fig, axes = plt.subplots(len(series), 1, figsize=(6, 2.2 * len(series)), sharex=True, squeeze=False)
+    fig = _figure(figsize=(6, 2.2 * len(series)))
+    axes = fig.subplots(len(series), 1, sharex=True, squeeze=False)
     for ax, (name, values) in zip(axes[:, 0], series.items()):
         values = np.asarray(values, dtype=float)
         epochs = np.arange(len(values))

@@ -1,0 +1,77 @@
+"""_compat: each private Keras symbol we use still exists and means what we rely on."""
+
+from __future__ import annotations
+
+import configparser
+import pathlib
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_hessian import _compat
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _two_output_model():
+    inputs = keras.Input((4,))
+    a = keras.layers.Dense(2, name="a")(inputs)
+    b = keras.layers.Dense(3, name="b", kernel_regularizer=keras.regularizers.L2(0.01))(inputs)
+    model = keras.Model(inputs, [a, b])
+    model.compile("sgd", ["mse", "mae"], loss_weights=[1.0, 2.0])
+    return model
+
+
+def test_detached_compiled_loss_equals_the_loss_by_hand_and_leaves_metrics_alone():
+    model = _two_output_model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    ya, yb = rng.normal(size=(8, 2)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+    model.evaluate(x, [ya, yb], verbose=0)
+    before = [v.numpy().copy() for metric in model.metrics for v in metric.variables]
+    loss = _compat.detached_compiled_loss(model)
+    pa, pb = (p.numpy() for p in model(x))
+    by_hand = np.mean((pa - ya) ** 2) + 2.0 * np.mean(np.abs(pb - yb))
+    np.testing.assert_allclose(float(loss([ya, yb], model(x))), by_hand, rtol=1e-6)
+    after = [v.numpy().copy() for metric in model.metrics for v in metric.variables]
+    assert all(np.array_equal(p, q) for p, q in zip(before, after))
+
+
+def test_detached_compiled_loss_of_an_uncompiled_model_is_none():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    assert _compat.detached_compiled_loss(model) is None and _compat.compiled_loss(model) is None
+
+
+def test_private_trainer_symbols_exist():
+    model = _two_output_model()
+    assert callable(_compat.default_train_step())
+    assert type(model).train_step is _compat.default_train_step()
+    assert isinstance(_compat.loss_tracker(model), keras.metrics.Mean)
+    assert float(_compat.unscale_loss_for_distribution(tf.constant(3.0))) == 3.0  # one replica: unchanged
+    nested = keras.Sequential([keras.Input((4,)), keras.Sequential([keras.layers.Dense(2, name="inner")])])
+    assert "inner" in [layer.name for layer in _compat.flatten_layers(nested)]
+
+
+def test_setup_cfg_lower_bounds_are_the_tested_versions():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    requires = config["options"]["install_requires"]
+    for package, version in _compat.TESTED_VERSIONS.items():
+        major_minor = ".".join(version.split(".")[:2])
+        assert re.search(rf"^{package}>={re.escape(major_minor)}\b", requires, re.M), (package, requires)
+        installed = {"tensorflow": tf.__version__, "keras": keras.__version__}[package]
+        assert installed.split(".")[:2] == version.split(".")[:2], (package, installed, version)
+
+
+def test_no_private_keras_symbol_outside_compat():
+    offenders = []
+    for path in (ROOT / "keras_hessian").rglob("*.py"):
+        if path.name == "_compat.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"\bkeras\.src\b|tensorflow\.python\b|\b(model|layer|optimizer)\._[a-z]", code):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

@@ -1,0 +1,42 @@
+"""plots: PNGs written without touching the user's matplotlib backend or pyplot state."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_hessian.plots import plot_history
+
+
+def test_plotting_leaves_the_matplotlib_backend_alone(tmp_path):
+    # A notebook user has an interactive backend selected; drawing our figures must not switch it.
+    script = textwrap.dedent(
+        f"""
+        import matplotlib
+        matplotlib.use("svg")  # stands in for a notebook's inline backend: any non-Agg choice
+        import matplotlib.pyplot as plt
+        before = matplotlib.get_backend()
+        from keras_hessian.plots import plot_history
+        plot_history({{"loss": [1.0, 0.5, 0.25]}}, {str(tmp_path / "h.png")!r})
+        print(before, matplotlib.get_backend(), len(plt.get_fignums()))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    before, after, open_figures = out.stdout.split()
+    assert before == after == "svg"
+    assert open_figures == "0"  # no figure left in pyplot's registry either
+
+
+def test_history_png_is_a_png(tmp_path):
+    path = plot_history({"loss": [1.0, np.nan, 0.25], "batch_size": [128, 256, 512]}, tmp_path / "h.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_directory_is_named(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        plot_history({"loss": [1.0]}, tmp_path / "nowhere" / "h.png")
