@@ -60,7 +60,7 @@ def test_setup_cfg_lower_bounds_are_the_tested_versions():
     requires = config["options"]["install_requires"]
     for package, version in _compat.TESTED_VERSIONS.items():
         major_minor = ".".join(version.split(".")[:2])
-        assert re.search(rf"^{package}>={re.escape(major_minor)}\b", requires, re.M), (package, requires)
+        assert re.search(rf"^{package}>={re.escape(major_minor)}\b", requires, re.MULTILINE), (package, requires)
         installed = {"tensorflow": tf.__version__, "keras": keras.__version__}[package]
         assert installed.split(".")[:2] == version.split(".")[:2], (package, installed, version)
 
