@@ -6,6 +6,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_hessian import layers as kh_layers
 from keras_hessian.export import (
@@ -120,3 +121,54 @@ def test_auto_mode_keeps_float_layers_in_float32(tmp_path):
     # Float layers exact, binary layer exact in weights: only the hybrid kernel's on-the-fly
     # activation quantization of the binary layer's input remains.
     assert parity_report(model, path, x)["top1_agreement"] >= 0.95
+
+
+def _stored_levels(path, shape):
+    """Dequantized weights of the int2/int4 tensor of `shape` in a file (TFLite layout)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = tfl_flatbuffer_utils.read_model(str(path))
+    for tensor in model.subgraphs[0].tensors:
+        if tuple(tensor.shape) != shape or tensor.type not in (schema.TensorType.INT2, schema.TensorType.INT4):
+            continue
+        bits = 2 if tensor.type == schema.TensorType.INT2 else 4
+        packed = np.frombuffer(bytes(bytearray(model.buffers[tensor.buffer].data)), np.uint8)
+        per_byte = 8 // bits
+        values = np.stack([(packed >> (bits * i)) & ((1 << bits) - 1) for i in range(per_byte)], -1).reshape(-1)
+        values = values[: int(np.prod(shape))].astype(np.int8)
+        values = np.where(values >= 1 << (bits - 1), values - (1 << bits), values).reshape(shape)
+        scales = np.asarray(tensor.quantization.scale, np.float32).reshape([-1] + [1] * (len(shape) - 1))
+        return values * scales
+    raise AssertionError(f"no int2/int4 tensor of shape {shape}")
+
+
+def test_narrow_storage_holds_exactly_the_trained_levels(tmp_path):
+    # Independent truth: the kernel the Keras layer applies, +-alpha_c per output channel.
+    keras.utils.set_random_seed(4)
+    model = keras.Sequential([keras.Input((256,)), kh_layers.BinaryDense(128, per_channel_scale=True)])
+    path = to_tflite(model, tmp_path / "i2.tflite", mode="dynamic_int8")
+    kernel = np.asarray(model.layers[0].quantized_kernel())
+    np.testing.assert_allclose(_stored_levels(path, (128, 256)), kernel.T, rtol=1e-6, atol=0)
+
+
+def test_narrow_integer_weights_narrows_a_converter_int8_file(tmp_path):
+    # A +-alpha_c kernel in plain Dense, int8 by the TFLite converter itself: +-127 per channel.
+    rng = np.random.default_rng(0)
+    alpha = rng.uniform(0.01, 0.5, size=64).astype(np.float32)
+    kernel = (np.where(rng.random((512, 64)) < 0.5, -1.0, 1.0) * alpha).astype(np.float32)
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(64, use_bias=False)])
+    model.layers[0].kernel.assign(kernel)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    int8 = converter.convert()
+    narrowed = narrow_integer_weights(int8)
+    assert len(narrowed) < 0.5 * len(int8)
+    path = tmp_path / "n.tflite"
+    path.write_bytes(narrowed)
+    np.testing.assert_allclose(_stored_levels(path, (64, 512)), kernel.T, rtol=1e-6, atol=0)
+    # Same hybrid kernels (activations quantized on the fly) as the int8 file: same outputs.
+    int8_path = tmp_path / "i8.tflite"
+    int8_path.write_bytes(int8)
+    x = rng.normal(size=(8, 512)).astype(np.float32)
+    np.testing.assert_allclose(predict_tflite(path, x), predict_tflite(int8_path, x), atol=1e-5)
