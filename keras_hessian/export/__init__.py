@@ -1,0 +1,32 @@
+"""TFLite export for edge devices: conversion, LiteRT evaluation, parity with the Keras model.
+
+- `convert.py`: `to_tflite`, its `MODES` and `auto_mode`, the converter set-up, conversion errors;
+- `inference_copy.py`: the float32 copy that is converted (quantized layers folded, bfloat16
+  rebuilt), with `ternary_split.py` (a ternary-residual Dense as int2 pieces);
+- `storage.py`: sub-8-bit weight storage through `ai-edge-quantizer`;
+- `representative_data.py`: calibration data for the int8 / int16x8 modes;
+- `litert.py`: `predict_tflite`, `evaluate_tflite`, `parity_report`, `format_parity_report`;
+- `_files.py`: output-path checks and atomic writes.
+"""
+
+from keras_hessian.export._files import check_output_path
+from keras_hessian.export.convert import MODES, auto_mode, to_tflite
+from keras_hessian.export.inference_copy import inference_copy
+from keras_hessian.export.litert import evaluate_tflite, format_parity_report, parity_report, predict_tflite
+from keras_hessian.export.storage import narrow_integer_weights
+
+# The CLI's name from before the package split; use `check_output_path`.
+_check_output_path = check_output_path
+
+__all__ = [
+    "MODES",
+    "auto_mode",
+    "check_output_path",
+    "evaluate_tflite",
+    "format_parity_report",
+    "inference_copy",
+    "narrow_integer_weights",
+    "parity_report",
+    "predict_tflite",
+    "to_tflite",
+]

@@ -1,0 +1,239 @@
+"""Conversion of a Keras model to a TFLite file: the modes, `auto_mode`, the converter set-up.
+
+Conversion goes through `tf.lite.TFLiteConverter.from_keras_model` on the float32 inference copy
+(`inference_copy.py`); `"dynamic_int8"` weights are then stored by `storage.py`. A converter
+failure is re-raised as a ValueError naming the user's layer. The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pathlib
+import re
+import warnings
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from keras_hessian._backend import require_tensorflow_backend
+from keras_hessian._compat import flatten_layers
+from keras_hessian._validation import check_bool, check_choice
+from keras_hessian.export._checks import check_model
+from keras_hessian.export._files import check_output_path, write_atomically
+from keras_hessian.export.inference_copy import build_inference_copy
+from keras_hessian.export.representative_data import representative_dataset
+from keras_hessian.export.storage import store_dynamic_range_weights
+from keras_hessian.layers.registry import is_quantized_layer
+
+__all__ = ["MODES", "auto_mode", "to_tflite"]
+
+MODES = ("auto", "float32", "float16", "dynamic_int8", "int8", "int16x8")
+_MODES_NEEDING_DATA = ("int8", "int16x8")
+# Bits up to which a quantized kernel is represented exactly (binary, ternary) or nearly
+# (ternary residual r >= 2) by int8 with one scale per output channel.
+_INT8_EXACT_BITS = 8
+
+
+def to_tflite(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    mode: str = "auto",
+    representative_data: Any = None,
+    narrow_weights: bool = True,
+) -> pathlib.Path:
+    """Convert a Keras model to a TFLite flatbuffer file that LiteRT runs.
+
+    Use it to ship a trained (and possibly quantized) model to an edge device. The conversion
+    works on a float32 inference copy of the model (`inference_copy`), so the model passed
+    in is never changed:
+
+    - quantized layers (`BinaryDense`, `TernaryResidualDense`, `DFP16Conv2D`, ...) become
+      plain `Dense` / `Conv` layers whose kernel is `layer.quantized_kernel()`, the kernel
+      exactly as the inference pass applies it (scales folded in, the currently active
+      residual count of a ternary-residual layer baked in); a layer's `input_quantizer`, if
+      any, stays in front of it as builtin TFLite ops (sign, or DFP rounding);
+    - layers under a `bfloat16` / `mixed_bfloat16` policy are rebuilt in float32 with their
+      weights copied (TFLite has no bfloat16 MatMul/BiasAdd/Relu kernels).
+
+    Modes (weights / activations as TFLite stores and computes them):
+
+    - `"float32"`: float32 / float32. Matches Keras to float rounding.
+    - `"float16"`: float16 weights, dequantized at load / float32.
+    - `"dynamic_int8"`: int8 weights with one scale per output channel / float32 (hybrid
+      kernels quantize activations on the fly) for the FullyConnected / Conv2D weights, stored
+      by `ai-edge-quantizer` (`storage.py`); weight tensors of fewer than 1,024 elements stay
+      float32, as the converter leaves them. With `narrow_weights`, a tensor whose levels fit
+      is stored in int2/int4 instead, and a ternary-residual Dense becomes one int2 matmul per
+      (term, block) where that makes the file smaller.
+    - `"int8"`: int8 weights and activations, calibrated on `representative_data`; the file
+      keeps float32 inputs and outputs.
+    - `"int16x8"`: int8 weights (TFLite has no int16 weights), int16 activations, calibrated
+      on `representative_data`. In `"int8"` and `"int16x8"` the calibrated fixed-point
+      activations replace a DFP-16 layer's dynamic input quantizer.
+    - `"auto"` (default): `"float32"` for a model without quantized layers;
+      `"dynamic_int8"` when every quantized kernel has at most 8 bits. There binary weights
+      +-alpha_c (output channel c) are exactly the int8 levels +-127 at scale alpha_c / 127,
+      hence exactly +-1 in int2 at scale alpha_c: the file takes ~2 bits per weight with no
+      weight error. Block-wise ternary(-residual) weights, whose alphas vary by block
+      within a channel, are rounded to the channel's int8 grid (error at most
+      max|W[..., c]| / 254 per weight) unless split into int2 pieces as above.
+      `"float16"` when a kernel has more bits (DFP-16): int16x8 would cut the 16-bit DFP
+      kernel to int8, so it is kept as IEEE half instead (11 significant bits rather than
+      a 15-bit mantissa under one shared exponent, at the same 2 bytes per weight).
+
+    References: TFLite post-training quantization (Jacob et al., 2018, "Quantization and
+    Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference").
+
+    Example:
+
+    ```python
+    from keras_hessian.export import to_tflite, parity_report
+    to_tflite(model, "model.tflite", mode="int8", representative_data=x_train[:200])
+    print(parity_report(model, "model.tflite", (x_test, y_test)))
+    ```
+
+    Args:
+        model: a built Keras 3 model (Sequential or functional; a subclassed model converts
+            only if it holds no quantized layer and no bfloat16 policy).
+        path: the `.tflite` file to write. Its directory must exist and be writable.
+        mode: one of `MODES` (see above).
+        representative_data: calibration inputs for `"int8"` / `"int16x8"` (required there):
+            an array of examples (batch axis first), an `(x, y)` tuple, a `tf.data.Dataset`
+            of examples or batches, or a TFLite-style callable returning an iterable of
+            `[input_batch]` lists. A few hundred examples are enough.
+        narrow_weights: in `"dynamic_int8"` mode, store a weight tensor in int4 or int2 when
+            that is lossless (checked in LiteRT against the int8 file): binary kernels
+            (+-alpha_c per output channel) then take 2 bits per weight.
+
+    Returns:
+        The path written, as a `pathlib.Path`.
+
+    Raises:
+        TypeError: `model` is not a Keras model, or `path` is not a path.
+        ValueError: an unknown `mode`, missing/ill-shaped `representative_data`, an
+            unwritable `path`, or a layer the converter cannot convert (the message names it).
+    """
+    require_tensorflow_backend()
+    check_model(model)
+    check_choice("mode", mode, MODES)
+    narrow_weights = check_bool("narrow_weights", narrow_weights)
+    target = check_output_path(path)
+    keep_float_layers = mode == "auto"
+    if mode == "auto":
+        mode = auto_mode(model)
+    if mode in _MODES_NEEDING_DATA and representative_data is None:
+        raise ValueError(
+            f"mode={mode!r} calibrates activation ranges and needs representative_data "
+            "(a few hundred input examples). Received representative_data=None."
+        )
+    representative = (
+        representative_dataset(representative_data, model) if mode in _MODES_NEEDING_DATA else None
+    )
+    inference = build_inference_copy(
+        model,
+        split_ternary=mode == "dynamic_int8" and narrow_weights,
+        static_activations=mode in _MODES_NEEDING_DATA,
+    )
+    # "dynamic_int8" converts in float32; storage.py then quantizes the weights it chooses.
+    converter = _make_converter(inference.model, "float32" if mode == "dynamic_int8" else mode, representative)
+    try:
+        # The converter's SavedModel step prints its endpoints; keep stdout for the user.
+        # Float inputs/outputs are kept on purpose: the converter's warning about missing
+        # input statistics does not apply.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises several unrelated types
+        raise _conversion_error(error, inference.model, inference.origin, mode) from error
+    if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
+        raise ValueError(f"The TFLite converter returned no valid flatbuffer for mode={mode!r}.")
+    if mode == "dynamic_int8":
+        flatbuffer = store_dynamic_range_weights(
+            flatbuffer,
+            inference.quantized_kernels,
+            float_layers=not keep_float_layers,
+            narrow=narrow_weights,
+        )
+    write_atomically(target, flatbuffer)
+    return target
+
+
+def auto_mode(model: keras.Model) -> str:
+    """The mode `to_tflite(model, path)` picks: the narrowest storage that keeps the weights.
+
+    `"float32"` without quantized layers; `"dynamic_int8"` when every quantized kernel has
+    at most 8 bits (binary, ternary, ternary residual); `"float16"` otherwise (DFP-16).
+
+    Example:
+
+    ```python
+    auto_mode(quantize_model(model, "binary"))  # 'dynamic_int8'
+    ```
+
+    Args:
+        model: a built Keras model.
+    """
+    check_model(model)
+    bits = [
+        getattr(layer.kernel_quantizer, "precision", 32)
+        for layer in flatten_layers(model)
+        if is_quantized_layer(layer)
+    ]
+    if not bits:
+        return "float32"
+    return "dynamic_int8" if max(bits) <= _INT8_EXACT_BITS else "float16"
+
+
+def _make_converter(model: keras.Model, mode: str, representative) -> tf.lite.TFLiteConverter:
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    # Builtin ops only: a file with Flex (TF) ops needs the large Flex delegate on device.
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if mode == "float32":
+        return converter
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode in _MODES_NEEDING_DATA:
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+            if mode == "int8"
+            else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    return converter
+
+
+_UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither")
+_OP_LOCATION = re.compile(r'fused\["[^"]*", "([^"@]+)@')
+
+
+def _conversion_error(
+    error: Exception, model: keras.Model, origin: dict[str, keras.layers.Layer], mode: str
+) -> ValueError:
+    """A ValueError naming the user's layer whose ops the converter rejected, when it can."""
+    text = str(error)
+    ops = sorted(set(_UNSUPPORTED_OP.findall(text)))
+    culprit = None
+    for location in _OP_LOCATION.findall(text):
+        # Op names are "<model>/<layer>/<op>"; tracing twice adds "_1" to scope names.
+        for segment in reversed(location.split("/")[:-1]):
+            for name in (segment, re.sub(r"_\d+$", "", segment)):
+                if name in origin and origin[name] is not None and name != model.name:
+                    culprit = origin[name]
+                    break
+            if culprit is not None:
+                break
+        if culprit is not None:
+            break
+    first_line = next((line for line in text.splitlines() if line.strip()), type(error).__name__)
+    what = f"unsupported TensorFlow ops {ops}" if ops else first_line
+    if culprit is not None:
+        return ValueError(
+            f"Layer {culprit.name!r} ({type(culprit).__name__}) cannot be converted to TFLite "
+            f"builtin ops in mode={mode!r}: {what}."
+        )
+    return ValueError(f"The TFLite converter failed in mode={mode!r}: {what}.")
