@@ -15,6 +15,11 @@ up to float rounding, where `quantized_kernel()` is the float32 kernel exactly a
 inference forward pass applies it and `input_quantizer` is `None` or a quantizer object.
 (Under a `mixed_bfloat16` policy the forward pass multiplies by that kernel cast to
 bfloat16; DFP-16 layers compute in float32/float64 whatever the policy.)
+
+Layout of a family: one mixin (`_Binary`, `_TernaryResidual`, `_DFP16`) takes the family's
+keyword-only options, builds its quantizers and extends `build`/`get_config` once; the public
+classes combine it with `QuantizedDense` or `QuantizedConv` (shape, `_linear`, their config
+keys) and register themselves with `@register_quantized_layer(scheme, keras.layers.X)`.
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ class QuantizedLayer(keras.layers.Layer):
     """Base of the quantized layers: latent float32 kernel, quantizers, bias, activation.
 
     Subclasses set `kernel_quantizer` (and optionally `input_quantizer`) and define
-    `_kernel_shape` and `_linear`. Not meant to be used directly.
+    `_kernel_shape` and `_linear`. Not meant to be used directly. `from_float_layer` builds
+    one from a float layer's config; `kernel_cost` and `precision_label` say what it costs
+    deployed (read by `quantization_summary`).
 
     Args:
         activation: activation function or name.

@@ -15,7 +15,7 @@ import keras
 
 from keras_hessian.layers import registry
 
-__all__ = ["FLOAT_SCHEMES", "Plan", "make_plan", "scheme_names", "walk_layers"]
+__all__ = ["FLOAT_SCHEMES", "Plan", "is_quantizable", "make_plan", "normalize_spec", "scheme_names", "walk_layers"]
 
 # Schemes that change only the dtype policy, with no quantized layer class.
 FLOAT_SCHEMES = ("bfloat16", "float32")
