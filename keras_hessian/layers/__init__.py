@@ -1,19 +1,23 @@
-"""Quantized layers (binary, ternary-residual, DFP-16), their quantizers and bfloat16 helpers."""
+"""Quantized layers (binary, ternary-residual, DFP-16), their quantizers and bfloat16 helpers.
+
+The quantizers live in `keras_hessian.quantizers`; `keras_hessian.layers.quantizers` is the
+same names under their former path.
+"""
 
 from keras_hessian.layers import quantizers, registry
 from keras_hessian.layers.binary import BinaryConv1D, BinaryConv2D, BinaryDense
-from keras_hessian.layers.dfp import DFP16Conv1D, DFP16Conv2D, DFP16Dense
+from keras_hessian.layers.dfp16 import DFP16Conv1D, DFP16Conv2D, DFP16Dense
 from keras_hessian.layers.precision import (
     bfloat16_layer_policy,
     keeps_float32,
     mixed_bfloat16_scope,
 )
-from keras_hessian.layers.quantizers import DFP16, Binarize, Ternarize, TernaryResidual
-from keras_hessian.layers.ternary import (
+from keras_hessian.layers.ternary_residual import (
     TernaryResidualConv1D,
     TernaryResidualConv2D,
     TernaryResidualDense,
 )
+from keras_hessian.quantizers import DFP16, Binarize, Ternarize, TernaryResidual
 
 # Read from the one registry: a new quantized layer class registers itself and appears here.
 QUANTIZED_LAYERS = registry.quantized_layer_classes()

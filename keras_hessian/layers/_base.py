@@ -15,41 +15,64 @@ up to float rounding, where `quantized_kernel()` is the float32 kernel exactly a
 inference forward pass applies it and `input_quantizer` is `None` or a quantizer object.
 (Under a `mixed_bfloat16` policy the forward pass multiplies by that kernel cast to
 bfloat16; DFP-16 layers compute in float32/float64 whatever the policy.)
+
+Layout of a family: one mixin (`_Binary`, `_TernaryResidual`, `_DFP16`) takes the family's
+keyword-only options, builds its quantizers and extends `build`/`get_config` once; the public
+classes combine it with `QuantizedDense` or `QuantizedConv` (shape, `_linear`, their config
+keys) and register themselves with `@register_quantized_layer(scheme, keras.layers.X)`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, ClassVar
 
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_hessian._backend import require_tensorflow_backend
-from keras_hessian.layers import quantizers as quantizers_module
+from keras_hessian._validation import check_choice, check_int, is_integer
+from keras_hessian.quantizers.base import BaseQuantizer, KernelCost
 
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer. Received {name}={value!r}.")
-    return value
+# Config keys every quantized layer takes over from the float layer it replaces.
+COMMON_FLOAT_KEYS = (
+    "name",
+    "dtype",
+    "trainable",
+    "activation",
+    "use_bias",
+    "kernel_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
 
 
 def _int_tuple(name: str, value: Any, rank: int) -> tuple[int, ...]:
-    values = (value,) * rank if isinstance(value, int) else tuple(value)
-    if len(values) != rank or not all(isinstance(v, int) and v > 0 for v in values):
+    """An int or a sequence of `rank` ints, each >= 1, as a tuple (numpy integers accepted)."""
+    if is_integer(value):
+        values = (value,) * rank
+    elif isinstance(value, (tuple, list)) and len(value) == rank:
+        values = tuple(value)
+    else:
         raise ValueError(
             f"{name} must be a positive integer or a tuple of {rank} positive integers. "
             f"Received {name}={value!r}."
         )
-    return values
+    return tuple(check_int(name, v, 1) for v in values)
 
 
 class QuantizedLayer(keras.layers.Layer):
     """Base of the quantized layers: latent float32 kernel, quantizers, bias, activation.
 
     Subclasses set `kernel_quantizer` (and optionally `input_quantizer`) and define
-    `_kernel_shape` and `_linear`. Not meant to be used directly.
+    `_kernel_shape` and `_linear`. Not meant to be used directly. `from_float_layer` builds
+    one from a float layer's config; `kernel_cost` and `precision_label` say what it costs
+    deployed (read by `quantization_summary`).
 
     Args:
         activation: activation function or name.
@@ -81,9 +104,41 @@ class QuantizedLayer(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        self.kernel_quantizer: quantizers_module.Quantizer | None = None
-        self.input_quantizer: quantizers_module.Quantizer | None = None
+        self.kernel_quantizer: BaseQuantizer | None = None
+        self.input_quantizer: BaseQuantizer | None = None
         self.supports_masking = False
+
+    # Config keys of the float layer this shape of layer replaces (besides COMMON_FLOAT_KEYS).
+    FLOAT_KEYS: tuple[str, ...] = ()
+    # Options a family needs when it starts from trained float weights (post-training).
+    POST_TRAINING_OPTIONS: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """The quantization options of this class: the keyword-only arguments of its family."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+
+    @classmethod
+    def from_float_layer(cls, layer: keras.layers.Layer, **options: Any) -> QuantizedLayer:
+        """A new, unbuilt layer of this class configured like the float `layer`, plus `options`.
+
+        `POST_TRAINING_OPTIONS` apply unless `options` say otherwise. The float layer's weights
+        are not copied (`quantize_model` does that after cloning).
+        """
+        config = layer.get_config()
+        arguments = {key: config[key] for key in COMMON_FLOAT_KEYS + cls.FLOAT_KEYS if key in config}
+        return cls(**arguments, **{**cls.POST_TRAINING_OPTIONS, **options})
+
+    # ---------------------------------------------------------------- what it costs
+    @property
+    def precision_label(self) -> str:
+        """Short name of the deployed precision, for summaries (e.g. `"binary w"`)."""
+        return type(self.kernel_quantizer).__name__
+
+    def kernel_cost(self, outputs: int | None) -> KernelCost:
+        """Deployed memory and multiplications of the kernel, `outputs` values per example."""
+        return self.kernel_quantizer.kernel_cost(self.kernel.shape, outputs)
 
     # ---------------------------------------------------------------- subclass hooks
     def _kernel_shape(self, input_shape: tuple) -> tuple:
@@ -172,9 +227,11 @@ class QuantizedDense(QuantizedLayer):
         **kwargs: see `QuantizedLayer`.
     """
 
+    FLOAT_KEYS = ("units",)
+
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
-        self.units = _positive_int("units", units)
+        self.units = check_int("units", units, 1)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
 
     def _kernel_shape(self, input_shape: tuple) -> tuple:
@@ -212,6 +269,7 @@ class QuantizedConv(QuantizedLayer):
     """
 
     rank = 2
+    FLOAT_KEYS = ("filters", "kernel_size", "strides", "padding", "data_format", "dilation_rate")
 
     def __init__(
         self,
@@ -224,20 +282,14 @@ class QuantizedConv(QuantizedLayer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.filters = _positive_int("filters", filters)
+        self.filters = check_int("filters", filters, 1)
         self.kernel_size = _int_tuple("kernel_size", kernel_size, self.rank)
         self.strides = _int_tuple("strides", strides, self.rank)
         self.dilation_rate = _int_tuple("dilation_rate", dilation_rate, self.rank)
-        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same'. Received padding={padding!r}.")
-        self.padding = padding.lower()
-        data_format = data_format or keras.config.image_data_format()
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(
-                "data_format must be 'channels_last' or 'channels_first'. "
-                f"Received data_format={data_format!r}."
-            )
-        self.data_format = data_format
+        self.padding = check_choice("padding", padding.lower() if isinstance(padding, str) else padding, ("valid", "same"))
+        self.data_format = check_choice(
+            "data_format", data_format or keras.config.image_data_format(), ("channels_last", "channels_first")
+        )
         self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
 
     def _channel_axis(self) -> int:

@@ -1,31 +1,48 @@
-"""Binarized layers: BinaryDense, BinaryConv2D (and BinaryConv1D)."""
+"""Binarized layers: BinaryDense, BinaryConv2D and BinaryConv1D (one family, one `build`/`get_config`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
-from keras_hessian.layers.quantizers import Binarize
 from keras_hessian.layers.registry import register_quantized_layer
+from keras_hessian.quantizers.binary import Binarize
 
 __all__ = ["BinaryConv1D", "BinaryConv2D", "BinaryDense"]
 
+class _Binary:
+    """The binary family's options, quantizers and config (shared by Dense and Conv)."""
 
-class _BinaryArguments:
-    """Builds the quantizers from the user-facing arguments (shared by Dense and Conv)."""
+    # From float weights every output would be rescaled by about 1 / mean|W| without the
+    # XNOR-Net per-channel scale (the deck's BNNs train from scratch, where it is optional).
+    POST_TRAINING_OPTIONS: ClassVar[dict[str, Any]] = {"per_channel_scale": True}
 
-    def _set_binary(self, binary_activations, per_channel_scale, stochastic, clip_value) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        binary_activations: bool = False,
+        per_channel_scale: bool = False,
+        stochastic: bool = False,
+        clip_value: float | None = 1.0,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
         self.binary_activations = bool(binary_activations)
         self.per_channel_scale = bool(per_channel_scale)
         self.stochastic = bool(stochastic)
-        self.clip_value = clip_value
         self.kernel_quantizer = Binarize(stochastic, clip_value, per_channel_scale)
+        self.clip_value = self.kernel_quantizer.clip_value
         self.input_quantizer = Binarize(clip_value=clip_value) if binary_activations else None
 
-    def _binary_config(self) -> dict:
+    @property
+    def precision_label(self) -> str:
+        return "binary w+a" if self.binary_activations else "binary w"
+
+    def get_config(self) -> dict:
         return {
+            **super().get_config(),
             "binary_activations": self.binary_activations,
             "per_channel_scale": self.per_channel_scale,
             "stochastic": self.stochastic,
@@ -35,7 +52,7 @@ class _BinaryArguments:
 
 @register_quantized_layer("binary", keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class BinaryDense(_BinaryArguments, QuantizedDense):
+class BinaryDense(_Binary, QuantizedDense):
     """Dense layer with binary {-1, +1} weights (and optionally binary inputs).
 
     Latent float32 weights are binarized in every forward pass; the straight-through
@@ -65,43 +82,10 @@ class BinaryDense(_BinaryArguments, QuantizedDense):
         **kwargs: `keras.layers.Dense` arguments (activation, use_bias, initializers, ...).
     """
 
-    def __init__(
-        self,
-        units: int,
-        binary_activations: bool = False,
-        per_channel_scale: bool = False,
-        stochastic: bool = False,
-        clip_value: float | None = 1.0,
-        **kwargs: Any,
-    ):
-        super().__init__(units, **kwargs)
-        self._set_binary(binary_activations, per_channel_scale, stochastic, clip_value)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._binary_config()}
-
-
-class _BinaryConv(_BinaryArguments, QuantizedConv):
-    def __init__(
-        self,
-        filters: int,
-        kernel_size: Any,
-        binary_activations: bool = False,
-        per_channel_scale: bool = False,
-        stochastic: bool = False,
-        clip_value: float | None = 1.0,
-        **kwargs: Any,
-    ):
-        super().__init__(filters, kernel_size, **kwargs)
-        self._set_binary(binary_activations, per_channel_scale, stochastic, clip_value)
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._binary_config()}
-
 
 @register_quantized_layer("binary", keras.layers.Conv2D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class BinaryConv2D(_BinaryConv):
+class BinaryConv2D(_Binary, QuantizedConv):
     """2D convolution with binary {-1, +1} weights (and optionally binary inputs).
 
     See `BinaryDense` for the training rule. Same arguments as `keras.layers.Conv2D`
@@ -130,7 +114,7 @@ class BinaryConv2D(_BinaryConv):
 
 @register_quantized_layer("binary", keras.layers.Conv1D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class BinaryConv1D(_BinaryConv):
+class BinaryConv1D(_Binary, QuantizedConv):
     """1D convolution with binary {-1, +1} weights; see `BinaryConv2D`.
 
     Example:
@@ -151,3 +135,4 @@ class BinaryConv1D(_BinaryConv):
     """
 
     rank = 1
+

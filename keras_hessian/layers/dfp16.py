@@ -1,4 +1,4 @@
-"""DFP-16 layers: DFP16Dense, DFP16Conv2D (and DFP16Conv1D) with exact int32 accumulation."""
+"""DFP-16 layers: DFP16Dense, DFP16Conv2D and DFP16Conv1D with exact int32 accumulation (one family)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_hessian._validation import check_choice, check_int
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
-from keras_hessian.layers.quantizers import DFP16, _power_of_two, _validate_choice
 from keras_hessian.layers.registry import register_quantized_layer
+from keras_hessian.quantizers.dfp16 import DFP16, power_of_two
 
 __all__ = ["INT32_MAX", "INT32_MIN", "DFP16Conv1D", "DFP16Conv2D", "DFP16Dense"]
 
@@ -20,8 +21,8 @@ INT32_MAX = 2**31 - 1
 OVERFLOW_MODES = ("saturate", "wrap")
 
 
-class _DFPArguments:
-    """Quantizers and the integer-accumulation forward pass (shared by Dense and Conv).
+class _DFP16:
+    """Options, quantizers, config and the integer-accumulation forward pass (shared by Dense and Conv).
 
     Forward pass (Das et al., ICLR 2018): inputs and kernel are each quantized to DFP with
     one shared exponent (`E_x`, `E_w`), the int16 x int16 products `i_x * i_w` are summed
@@ -57,34 +58,31 @@ class _DFPArguments:
     straight-through to the latent float32 kernel and to the input.
     """
 
-    def _set_dfp(
+    def __init__(
         self,
-        precision,
-        rounding,
-        gradient_rounding,
-        accumulator_overflow,
-        quantize_gradients,
-        accumulation_chunk,
+        *args: Any,
+        precision: int = 16,
+        rounding: str = "nearest",
+        gradient_rounding: str = "nearest",
+        accumulator_overflow: str = "saturate",
+        quantize_gradients: bool = True,
+        accumulation_chunk: int | None = 16,
+        **kwargs: Any,
     ):
-        if accumulation_chunk is not None and (
-            isinstance(accumulation_chunk, bool)
-            or not isinstance(accumulation_chunk, int)
-            or accumulation_chunk < 1
-        ):
-            raise ValueError(
-                "accumulation_chunk must be a positive integer or None. "
-                f"Received accumulation_chunk={accumulation_chunk!r}."
-            )
-        self.accumulation_chunk = accumulation_chunk
+        super().__init__(*args, **kwargs)
+        self.accumulation_chunk = check_int("accumulation_chunk", accumulation_chunk, 1, allow_none=True)
         self.kernel_quantizer = DFP16(precision, rounding)
         self.input_quantizer = DFP16(precision, rounding)
         self.precision = self.kernel_quantizer.precision
         self.rounding = rounding
-        _validate_choice("accumulator_overflow", accumulator_overflow, OVERFLOW_MODES)
-        self.accumulator_overflow = accumulator_overflow
+        self.accumulator_overflow = check_choice("accumulator_overflow", accumulator_overflow, OVERFLOW_MODES)
         self.gradient_quantizer = DFP16(16, gradient_rounding)
         self.gradient_rounding = gradient_rounding
         self.quantize_gradients = bool(quantize_gradients)
+
+    @property
+    def precision_label(self) -> str:
+        return f"DFP-{self.precision}"
 
     def _accumulate(self, x: tf.Tensor, kernel: tf.Tensor, training: Any):
         """Partial int32 sums (float64, exact, chunk axis first), scale, dequantized operands."""
@@ -93,9 +91,9 @@ class _DFPArguments:
         partials = self._partial_sums(
             tf.cast(x_mantissa, tf.float64), tf.cast(w_mantissa, tf.float64)
         )
-        scale = _power_of_two(x_exponent) * _power_of_two(w_exponent)
-        x_dequantized = tf.cast(x_mantissa, tf.float32) * _power_of_two(x_exponent)
-        w_dequantized = tf.cast(w_mantissa, tf.float32) * _power_of_two(w_exponent)
+        scale = power_of_two(x_exponent) * power_of_two(w_exponent)
+        x_dequantized = tf.cast(x_mantissa, tf.float32) * power_of_two(x_exponent)
+        w_dequantized = tf.cast(w_mantissa, tf.float32) * power_of_two(w_exponent)
         return partials, scale, x_dequantized, w_dequantized
 
     def _overflow(self, accumulator: tf.Tensor) -> tf.Tensor:
@@ -138,8 +136,9 @@ class _DFPArguments:
         y = ops.cast(integer_linear(x, kernel), compute_dtype)
         return self._finish(y)
 
-    def _dfp_config(self) -> dict:
+    def get_config(self) -> dict:
         return {
+            **super().get_config(),
             "precision": self.precision,
             "rounding": self.rounding,
             "gradient_rounding": self.gradient_rounding,
@@ -151,11 +150,11 @@ class _DFPArguments:
 
 @register_quantized_layer("dfp16", keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class DFP16Dense(_DFPArguments, QuantizedDense):
+class DFP16Dense(_DFP16, QuantizedDense):
     """Dense layer computing in dynamic fixed point: int16 x int16 -> int32, DFP-16 gradients.
 
     Inputs and the latent float32 kernel are quantized to DFP-16 (one shared exponent per
-    tensor, `keras_hessian.layers.quantizers.dfp16`; Das et al., "Mixed Precision Training
+    tensor, `keras_hessian.quantizers.dfp16`; Das et al., "Mixed Precision Training
     of Convolutional Neural Networks using Integer Operations", ICLR 2018), the integer
     products are accumulated exactly as int32 would (see the module notes on overflow), and
     the gradient entering the layer is quantized to DFP-16 in the backward pass. The bias,
@@ -200,32 +199,10 @@ class DFP16Dense(_DFPArguments, QuantizedDense):
         )
         return tf.reshape(partials, tf.concat([[chunks], leading, [self.units]], axis=0))
 
-    def __init__(
-        self,
-        units: int,
-        precision: int = 16,
-        rounding: str = "nearest",
-        gradient_rounding: str = "nearest",
-        accumulator_overflow: str = "saturate",
-        quantize_gradients: bool = True,
-        accumulation_chunk: int | None = 16,
-        **kwargs: Any,
-    ):
-        super().__init__(units, **kwargs)
-        self._set_dfp(
-            precision,
-            rounding,
-            gradient_rounding,
-            accumulator_overflow,
-            quantize_gradients,
-            accumulation_chunk,
-        )
 
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._dfp_config()}
+class _DFP16Conv(_DFP16, QuantizedConv):
+    """Convolution partial sums, by groups of input channels (Conv1D and Conv2D)."""
 
-
-class _DFPConv(_DFPArguments, QuantizedConv):
     def _partial_sums(self, x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
         # Chunks are groups of input channels: kernel-window x channels products each.
         window = int(np.prod(self.kernel_size))
@@ -240,35 +217,10 @@ class _DFPConv(_DFPArguments, QuantizedConv):
         w_parts = tf.split(w, sizes, axis=-2)
         return tf.stack([self._linear(a, b) for a, b in zip(x_parts, w_parts)])
 
-    def __init__(
-        self,
-        filters: int,
-        kernel_size: Any,
-        precision: int = 16,
-        rounding: str = "nearest",
-        gradient_rounding: str = "nearest",
-        accumulator_overflow: str = "saturate",
-        quantize_gradients: bool = True,
-        accumulation_chunk: int | None = 16,
-        **kwargs: Any,
-    ):
-        super().__init__(filters, kernel_size, **kwargs)
-        self._set_dfp(
-            precision,
-            rounding,
-            gradient_rounding,
-            accumulator_overflow,
-            quantize_gradients,
-            accumulation_chunk,
-        )
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._dfp_config()}
-
 
 @register_quantized_layer("dfp16", keras.layers.Conv2D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class DFP16Conv2D(_DFPConv):
+class DFP16Conv2D(_DFP16Conv):
     """2D convolution computing in dynamic fixed point (int16 x int16 -> int32); see Dense.
 
     Same arguments as `keras.layers.Conv2D` (no groups) plus the DFP options of
@@ -294,7 +246,7 @@ class DFP16Conv2D(_DFPConv):
 
 @register_quantized_layer("dfp16", keras.layers.Conv1D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class DFP16Conv1D(_DFPConv):
+class DFP16Conv1D(_DFP16Conv):
     """1D convolution computing in dynamic fixed point; see `DFP16Conv2D`.
 
     Example:

@@ -1,4 +1,4 @@
-"""Ternary-residual layers: TernaryResidualDense, TernaryResidualConv2D (and Conv1D)."""
+"""Ternary-residual layers: TernaryResidualDense, TernaryResidualConv2D and Conv1D (one family, one `build`/`get_config`)."""
 
 from __future__ import annotations
 
@@ -8,35 +8,46 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_hessian.layers import quantizers
+from keras_hessian._validation import check_int
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
-from keras_hessian.layers.quantizers import TernaryResidual
 from keras_hessian.layers.registry import register_quantized_layer
+from keras_hessian.quantizers.base import KernelCost
+from keras_hessian.quantizers.base import get as get_quantizer
+from keras_hessian.quantizers.ternary_residual import TernaryResidual
 
 __all__ = ["TernaryResidualConv1D", "TernaryResidualConv2D", "TernaryResidualDense"]
 
 
-class _TernaryArguments:
-    """Quantizers, the `active_residuals` knob and config (shared by Dense and Conv)."""
+class _TernaryResidual:
+    """The family's options, quantizers, the `active_residuals` knob, build and config (Dense and Conv)."""
 
-    def _set_ternary(self, block_size, residuals, method, active_residuals, input_quantizer):
+    def __init__(
+        self,
+        *args: Any,
+        block_size: int = 64,
+        residuals: int = 1,
+        method: str = "exact",
+        active_residuals: int | None = None,
+        input_quantizer: Any = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
         self.kernel_quantizer = TernaryResidual(block_size, residuals, method)
         self.block_size = self.kernel_quantizer.block_size
         self.residuals = self.kernel_quantizer.residuals
         self.method = method
-        self.input_quantizer = quantizers.get(input_quantizer)
+        self.input_quantizer = get_quantizer(input_quantizer)
         self._initial_active = self._checked_active(
             self.residuals if active_residuals is None else active_residuals
         )
         self._active_variable = None
 
+    def build(self, input_shape: tuple) -> None:
+        super().build(input_shape)
+        self._build_active()
+
     def _checked_active(self, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self.residuals:
-            raise ValueError(
-                f"active_residuals must be an integer in [0, residuals={self.residuals}]. "
-                f"Received active_residuals={value!r}."
-            )
-        return int(value)
+        return check_int("active_residuals", value, 0, self.residuals)
 
     def _build_active(self) -> None:
         # A non-trainable variable read inside `call`: changing it takes effect in already
@@ -72,8 +83,16 @@ class _TernaryArguments:
         """All `residuals + 1` float32 ternary terms of the current kernel, base term first."""
         return self.kernel_quantizer.decompose(self._latent_kernel())
 
-    def _ternary_config(self) -> dict:
+    @property
+    def precision_label(self) -> str:
+        return f"ternary x{self.active_residuals + 1} N={self.block_size}"
+
+    def kernel_cost(self, outputs: int | None) -> KernelCost:
+        return self.kernel_quantizer.kernel_cost(self.kernel.shape, outputs, self.active_residuals)
+
+    def get_config(self) -> dict:
         return {
+            **super().get_config(),
             "block_size": self.block_size,
             "residuals": self.residuals,
             "method": self.method,
@@ -86,11 +105,11 @@ class _TernaryArguments:
 
 @register_quantized_layer("ternary_residual", keras.layers.Dense)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class TernaryResidualDense(_TernaryArguments, QuantizedDense):
+class TernaryResidualDense(_TernaryResidual, QuantizedDense):
     """Dense layer whose kernel is a sum of block-wise ternary terms (ternary residual).
 
     Each forward pass decomposes the latent float32 kernel into `residuals + 1` block-wise
-    ternary terms (`keras_hessian.layers.quantizers.ternary_residual`; Kundu, Banerjee et
+    ternary terms (`keras_hessian.quantizers.ternary_residual`; Kundu, Banerjee et
     al., "Ternary Residual Networks", SysML 2018) and uses the first
     `active_residuals + 1`. Products with ternary weights are sign/add operations; each
     block and term costs one multiplication by its scale. Gradients are straight-through.
@@ -115,53 +134,10 @@ class TernaryResidualDense(_TernaryArguments, QuantizedDense):
         **kwargs: `keras.layers.Dense` arguments (activation, use_bias, initializers, ...).
     """
 
-    def __init__(
-        self,
-        units: int,
-        block_size: int = 64,
-        residuals: int = 1,
-        method: str = "exact",
-        active_residuals: int | None = None,
-        input_quantizer: Any = None,
-        **kwargs: Any,
-    ):
-        super().__init__(units, **kwargs)
-        self._set_ternary(block_size, residuals, method, active_residuals, input_quantizer)
-
-    def build(self, input_shape: tuple) -> None:
-        super().build(input_shape)
-        self._build_active()
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._ternary_config()}
-
-
-class _TernaryConv(_TernaryArguments, QuantizedConv):
-    def __init__(
-        self,
-        filters: int,
-        kernel_size: Any,
-        block_size: int = 64,
-        residuals: int = 1,
-        method: str = "exact",
-        active_residuals: int | None = None,
-        input_quantizer: Any = None,
-        **kwargs: Any,
-    ):
-        super().__init__(filters, kernel_size, **kwargs)
-        self._set_ternary(block_size, residuals, method, active_residuals, input_quantizer)
-
-    def build(self, input_shape: tuple) -> None:
-        super().build(input_shape)
-        self._build_active()
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._ternary_config()}
-
 
 @register_quantized_layer("ternary_residual", keras.layers.Conv2D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class TernaryResidualConv2D(_TernaryConv):
+class TernaryResidualConv2D(_TernaryResidual, QuantizedConv):
     """2D convolution whose kernel is a sum of block-wise ternary terms (ternary residual).
 
     Blocks run along the flattened `(kh, kw, in_channels)` axes of each filter; see
@@ -189,7 +165,7 @@ class TernaryResidualConv2D(_TernaryConv):
 
 @register_quantized_layer("ternary_residual", keras.layers.Conv1D)
 @keras.saving.register_keras_serializable(package="keras_hessian")
-class TernaryResidualConv1D(_TernaryConv):
+class TernaryResidualConv1D(_TernaryResidual, QuantizedConv):
     """1D convolution whose kernel is a sum of block-wise ternary terms; see Conv2D.
 
     Example:

@@ -270,7 +270,7 @@ def test_benchmark_quick_mode(tmp_path):
     import importlib.util
     import pathlib
 
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "quantized_accuracy.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "quantized_accuracy.py"
     spec = importlib.util.spec_from_file_location("quantized_accuracy", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,0 +1,16 @@
+"""quantize_model (a quantized copy of a model by Keras cloning) and quantization_summary.
+
+`SCHEMES` and `QUANTIZABLE_LAYERS` are read from the one registry of quantized layers
+(`keras_hessian.layers.registry`) when this package is imported, plus the float schemes
+bfloat16 and float32; `quantize_model` itself reads the registry at each call.
+"""
+
+from keras_hessian.layers import registry
+from keras_hessian.quantize._plan import scheme_names
+from keras_hessian.quantize.quantize_model import quantize_model
+from keras_hessian.quantize.summary import QuantizationSummary, quantization_summary
+
+SCHEMES = scheme_names()
+QUANTIZABLE_LAYERS = registry.quantizable_types()
+
+__all__ = ["QUANTIZABLE_LAYERS", "SCHEMES", "QuantizationSummary", "quantization_summary", "quantize_model"]

@@ -1,0 +1,199 @@
+"""quantization_summary: per-layer precision, weight memory and multiplications, as a table object.
+
+Follows Keras' `summary` convention of printing only when asked: the returned
+`QuantizationSummary` is a dict (`report["total"]["weight_bytes"]`, `report["layers"]`) whose
+`repr`/`str` is the table, so a notebook shows it once. Each quantized layer reports its own
+cost (`layer.kernel_cost(outputs)`, from its kernel quantizer, and `layer.precision_label`);
+nothing here knows the schemes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_hessian.layers import registry
+from keras_hessian.quantize._plan import is_quantizable, walk_layers
+from keras_hessian.quantizers.base import kernel_layout
+
+__all__ = ["QuantizationSummary", "quantization_summary"]
+
+_TOTAL_KEYS = ("parameters", "weight_bits", "weight_bytes", "multiplications", "replaced_multiplications")
+
+
+def _output_shape(layer: keras.layers.Layer) -> tuple | None:
+    try:
+        return tuple(layer.output.shape)
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+
+
+def _layer_cost(path: str, layer: keras.layers.Layer) -> dict:
+    """Precision label, weight bits, real multiplications and replaced ones per example."""
+    parameters = sum(int(np.prod(w.shape)) for w in layer.weights if keras.backend.is_float_dtype(w.dtype))
+    compute_dtype = keras.backend.standardize_dtype(layer.compute_dtype)
+    float_bits = 16 if compute_dtype in ("bfloat16", "float16") else 32
+    row = {
+        "name": layer.name,
+        "path": path,
+        "type": type(layer).__name__,
+        "precision": compute_dtype,
+        "bits_per_weight": float(float_bits),
+        "parameters": parameters,
+        "weight_bits": parameters * float_bits,
+        "multiplications": 0,
+        "replaced_multiplications": 0,
+    }
+    kernel = getattr(layer, "kernel", None)
+    quantized = registry.is_quantized_layer(layer)
+    if kernel is None or not (quantized or is_quantizable(layer)):
+        return row
+    shape = _output_shape(layer)
+    outputs = None if shape is None or None in shape[1:] else int(np.prod(shape[1:]))
+    weights, _, reduction = kernel_layout(kernel.shape)
+    row["multiplications"] = None if outputs is None else outputs * reduction
+    if quantized:
+        cost = layer.kernel_cost(outputs)
+        bias_bits = (parameters - weights) * float_bits
+        row.update(
+            precision=layer.precision_label,
+            bits_per_weight=cost.bits_per_weight,
+            weight_bits=cost.storage_bits + bias_bits,
+            multiplications=cost.multiplications,
+            replaced_multiplications=cost.replaced_multiplications,
+        )
+    return row
+
+
+class QuantizationSummary(dict):
+    """The report of `quantization_summary`: `{"layers": [row, ...], "total": {...}}`, shown as a table.
+
+    Use it as the dict it is, print it (`print(report)`, `report.print()`), or read
+    `report.lines()`.
+
+    Example:
+        >>> report = quantization_summary(quantized)
+        >>> report["total"]["weight_bytes"]
+        >>> report                      # in a notebook: the table, once
+
+    Args:
+        model_name: the name shown in the title.
+        layers: one row per layer.
+        total: the totals.
+    """
+
+    def __init__(self, model_name: str, layers: list[dict], total: dict):
+        super().__init__(layers=layers, total=total)
+        self.model_name = model_name
+
+    def lines(self) -> list[str]:
+        """The table, one string per line."""
+        header = ("Layer (type)", "Precision", "Params", "Bytes", "Mults", "Mults -> sign/add")
+
+        def count(value: int | None) -> str:
+            return "?" if value is None else f"{value:,}"
+
+        cells = [
+            (
+                f"{row['path']} ({row['type']})",
+                row["precision"],
+                f"{row['parameters']:,}",
+                f"{row['weight_bytes']:,}",
+                count(row["multiplications"]),
+                count(row["replaced_multiplications"]),
+            )
+            for row in self["layers"]
+        ]
+        widths = [max(len(header[i]), *(len(line[i]) for line in cells)) for i in range(len(header))]
+        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        double = "=" * len(rule)
+
+        def render(line: tuple) -> str:
+            return "  ".join(cell.ljust(width) for cell, width in zip(line, widths))
+
+        total = self["total"]
+        ratio = total["float32_weight_bytes"] / max(total["weight_bytes"], 1)
+        return [
+            f'Quantization summary: "{self.model_name}"',
+            double,
+            render(header),
+            double,
+            *(render(line) for line in cells),
+            rule,
+            f"Total params: {total['parameters']:,}",
+            (
+                f"Weight memory: {total['weight_bytes']:,} bytes ({total['weight_bits']:,} bits), "
+                f"{ratio:.1f}x smaller than float32 ({total['float32_weight_bytes']:,} bytes)"
+            ),
+            f"Multiplications per example: {count(total['multiplications'])}",
+            f"Multiplications replaced by sign/add: {count(total['replaced_multiplications'])}",
+            double,
+        ]
+
+    def print(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Send the table to `print_fn` line by line (default: `print`)."""
+        for line in self.lines():
+            print_fn(line)
+
+    def __repr__(self) -> str:
+        return "\n".join(self.lines())
+
+    __str__ = __repr__
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # IPython would otherwise pretty-print the dict, not the table.
+        printer.text(repr(self))
+
+
+def quantization_summary(
+    model: keras.Model, print_fn: Callable[[str], Any] | None = None
+) -> QuantizationSummary:
+    """Per-layer precision, parameters, weight memory and multiplications, with totals.
+
+    Multiplications are counted per example for Dense and Conv layers: a float or DFP layer
+    does one per multiply-accumulate; a binary layer replaces all of them by sign flips and
+    adds (XNOR/popcount with binary inputs) and keeps one multiplication per output when
+    scaled; a ternary-residual layer replaces them by sign/add and keeps one multiplication
+    per block and active term (Kundu, Banerjee et al. 2018). Memory counts the deployed
+    representation: 32 (float32), 16 (bfloat16, DFP-16), 1 (binary) or 2 x terms (ternary)
+    bits per kernel weight, plus float32 scales and biases. Each quantized layer reports its
+    own numbers (`kernel_cost`, `precision_label`).
+
+    Nothing is printed unless `print_fn` is given; the returned object's repr is the table
+    (so a notebook cell ending in `quantization_summary(model)` shows it once).
+
+    Example:
+        >>> report = quantization_summary(quantize_model(model, "binary"))
+        >>> report["total"]["weight_bytes"]
+        >>> print(report)                                  # or report.print()
+
+    Args:
+        model: a built Keras model.
+        print_fn: where the table's lines go (e.g. `print`); `None` (default): nowhere.
+
+    Returns:
+        A `QuantizationSummary`, the dict `{"layers": [row, ...], "total": {...}}`; each row
+        has `name`, `path` (through nested models), `type`, `precision`, `bits_per_weight`,
+        `parameters`, `weight_bits`, `weight_bytes`, `multiplications`,
+        `replaced_multiplications` (None when an output shape is unknown).
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model. Received model={model!r}.")
+    rows = [_layer_cost(path, layer) for path, layer in walk_layers(model)]
+    for row in rows:
+        row["weight_bytes"] = math.ceil(row["weight_bits"] / 8)
+
+    def total(key: str) -> int | None:
+        values = [row[key] for row in rows]
+        return None if any(v is None for v in values) else int(sum(values))
+
+    totals = {key: total(key) for key in _TOTAL_KEYS}
+    totals["float32_weight_bytes"] = 4 * totals["parameters"]
+    report = QuantizationSummary(model.name, rows, totals)
+    if print_fn is not None:
+        report.print(print_fn)
+    return report

@@ -1,0 +1,56 @@
+"""Quantizers: the math of binarization, ternarization, ternary residuals and DFP-16.
+
+One family per module (`binary`, `ternary`, `ternary_residual`, `dfp16`) over a small shared
+`base`. Each quantizer is a small function whose docstring states its forward rule and its
+pseudo-gradient (straight-through estimator, STE), plus a thin serializable class around it
+that carries its precision in bits, as in larq (`ste_sign` / `SteSign`). Layers in
+`keras_hessian.layers` compose these objects; they contain no quantization math themselves.
+
+All quantizers compute in float32 whatever the input dtype (bfloat16 has too few mantissa
+bits for DFP-16 and for exact ternary thresholds) and return the input's dtype.
+"""
+
+from keras_hessian.quantizers.base import (
+    BaseQuantizer,
+    KernelCost,
+    get,
+    quantize_gradient,
+    register_quantizer,
+)
+from keras_hessian.quantizers.binary import Binarize, binarize
+from keras_hessian.quantizers.dfp16 import (
+    DFP16,
+    DFP_MAX_PRECISION,
+    DFP_MIN_PRECISION,
+    DFP_ROUNDINGS,
+    dfp16,
+    dfp16_dequantize,
+    dfp16_quantize,
+    power_of_two,
+)
+from keras_hessian.quantizers.ternary import TERNARY_METHODS, Ternarize, ternarize, ternary_fit
+from keras_hessian.quantizers.ternary_residual import TernaryResidual, ternary_residual
+
+__all__ = [
+    "DFP16",
+    "DFP_MAX_PRECISION",
+    "DFP_MIN_PRECISION",
+    "DFP_ROUNDINGS",
+    "TERNARY_METHODS",
+    "BaseQuantizer",
+    "Binarize",
+    "KernelCost",
+    "Ternarize",
+    "TernaryResidual",
+    "binarize",
+    "dfp16",
+    "dfp16_dequantize",
+    "dfp16_quantize",
+    "get",
+    "power_of_two",
+    "quantize_gradient",
+    "register_quantizer",
+    "ternarize",
+    "ternary_fit",
+    "ternary_residual",
+]
