@@ -53,7 +53,7 @@ def ternary_pieces(layer: keras.layers.Layer):
     """(pieces, bias, activation) of a ternary-residual Dense, or None if splitting won't pay.
 
     Needs `ternary_terms()`, `active_residuals` and `kernel_quantizer.block_size` (the
-    layers in keras_hessian.layers.ternary have them), a 2-D kernel, and blocks large
+    layers in keras_hessian.layers.ternary_residual have them), a 2-D kernel, and blocks large
     enough that the converter quantizes every piece (>= 1,024 weights each).
     """
     block_size = getattr(getattr(layer, "kernel_quantizer", None), "block_size", None)

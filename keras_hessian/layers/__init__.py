@@ -4,7 +4,8 @@ The quantizers live in `keras_hessian.quantizers`; `keras_hessian.layers.quantiz
 same names under their former path.
 """
 
-from keras_hessian.layers import quantizers, registry
+from keras_hessian import quantizers  # the quantizers, also reachable as keras_hessian.layers.quantizers
+from keras_hessian.layers import registry
 from keras_hessian.layers.binary import BinaryConv1D, BinaryConv2D, BinaryDense
 from keras_hessian.layers.dfp16 import DFP16Conv1D, DFP16Conv2D, DFP16Dense
 from keras_hessian.layers.precision import (
