@@ -2,8 +2,7 @@
 
 Keras builds its train function once per `fit`; the batch dimension of its input signature is
 `None`, so a dataset that reads its batch size from a `tf.Variable` whenever an epoch's
-iterator starts can change the batch size between epochs of ONE `fit` without retracing
-(the train function is not retraced when the batch size changes).
+iterator starts can change the batch size between epochs of ONE `fit` without retracing.
 
 The variable lives in a process-wide `BatchSizeControl`: the batch-size callbacks of
 `keras_hessian.callbacks` (AdaptiveBatchSize, FixedBatchSize, LinearScalingWarmup,
