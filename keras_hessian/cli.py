@@ -345,8 +345,7 @@ def _run_spectrum(args) -> int:
 
 # ----------------------------------------------------------------------------------- train
 def _add_train(subparsers) -> None:
-    from keras_hessian.callbacks.adaptive_batch import LR_SCALING_RULES
-    from keras_hessian.callbacks.baselines import METHODS
+    from keras_hessian.callbacks import LR_SCALING_RULES, METHODS
 
     parser = subparsers.add_parser(
         "train",

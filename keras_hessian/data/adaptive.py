@@ -2,8 +2,7 @@
 
 Keras builds its train function once per `fit`; the batch dimension of its input signature is
 `None`, so a dataset that reads its batch size from a `tf.Variable` whenever an epoch's
-iterator starts can change the batch size between epochs of ONE `fit` without retracing
-(DESIGN.md, "Changing the batch size inside one model.fit").
+iterator starts can change the batch size between epochs of ONE `fit` without retracing.
 
 The variable lives in a process-wide `BatchSizeControl`: the batch-size callbacks of
 `keras_hessian.callbacks` (AdaptiveBatchSize, FixedBatchSize, LinearScalingWarmup,
@@ -17,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+
+from keras_hessian._validation import check_int
 
 __all__ = ["BatchSizeControl", "adaptive_dataset", "batch_size_control"]
 
@@ -147,10 +148,8 @@ def adaptive_dataset(
             "adaptive_dataset needs labels: training data without labels cannot drive a "
             "supervised fit. Received y=None."
         )
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer. Received batch_size={batch_size!r}.")
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
-        raise TypeError(f"seed must be an integer or None. Received seed={seed!r}.")
+    batch_size = check_int("batch_size", batch_size)
+    seed = check_int("seed", seed, minimum=None, allow_none=True)
 
     xs = tf.nest.map_structure(lambda value: _as_array(value, "x"), x)
     ys = tf.nest.map_structure(lambda value: _as_array(value, "y"), y)

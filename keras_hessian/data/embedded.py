@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-Split = tuple[np.ndarray, np.ndarray]
+from keras_hessian._validation import check_float, check_int
+from keras_hessian.data._types import Split
+
+__all__ = ["load_digits", "load_mnist1d"]
 
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0, image: bool = True) -> tuple[Split, Split]:
@@ -18,8 +21,8 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0, image: bool = True) 
     Returns:
         `((x_train, y_train), (x_test, y_test))`, `x` float32, `y` int32 in 0..9.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1). Received test_fraction={test_fraction}.")
+    test_fraction = check_float("test_fraction", test_fraction, minimum=0.0, maximum=1.0,
+                                exclusive_minimum=True, exclusive_maximum=True)
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
@@ -48,8 +51,7 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, channels: bool = True)
     Returns:
         `((x_train, y_train), (x_test, y_test))`, `x` float32, `y` int32 in 0..9.
     """
-    if num_samples < 10:
-        raise ValueError(f"num_samples must be at least 10. Received num_samples={num_samples}.")
+    num_samples = check_int("num_samples", num_samples, minimum=10)
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -65,16 +67,3 @@ def load_mnist1d(num_samples: int = 5000, seed: int = 42, channels: bool = True)
         prepare(data["x_test"]),
         data["y_test"].astype("int32"),
     )
-
-
-def load_dataset(name: str, **kwargs) -> tuple[Split, Split]:
-    """Load a dataset by name: `"digits"`, `"mnist1d"` (embedded) or `"tfds:NAME"` (TensorFlow
-    Datasets, see `keras_hessian.data.tfds.load_tfds`; needs the network once)."""
-    if isinstance(name, str) and name.startswith("tfds:"):
-        from keras_hessian.data.tfds import load_tfds
-
-        return load_tfds(name, **kwargs)
-    loaders = {"digits": load_digits, "mnist1d": load_mnist1d}
-    if name not in loaders:
-        raise ValueError(f"name must be one of {sorted(loaders)} or 'tfds:NAME'. Received name={name!r}.")
-    return loaders[name](**kwargs)

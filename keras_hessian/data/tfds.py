@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_hessian.data.embedded import Split
+from keras_hessian._validation import check_int
+from keras_hessian.data._types import Split
 
 TFDS_PREFIX = "tfds:"
 
@@ -62,8 +63,7 @@ def load_tfds(
     name = name.removeprefix(TFDS_PREFIX)
     if not (isinstance(splits, (tuple, list)) and len(splits) == 2 and all(isinstance(s, str) for s in splits)):
         raise ValueError(f"splits must be two split names (train, test). Received splits={splits!r}.")
-    if max_examples is not None and (not isinstance(max_examples, int) or max_examples < 1):
-        raise ValueError(f"max_examples must be a positive int or None. Received max_examples={max_examples!r}.")
+    max_examples = check_int("max_examples", max_examples, allow_none=True)
     tfds = _import_tfds()
     try:
         builder = tfds.builder(name, data_dir=data_dir)

@@ -287,3 +287,44 @@ def test_bad_hessian_data_fails_before_any_step(data):
     _unchanged(model, before)
     assert int(model.optimizer.iterations.numpy()) == iterations
     assert not bool(batch_size_control().controlled.numpy())  # adaptive datasets use their own size
+
+
+class _Scripted(AdaptiveBatchSize):
+    """Measures a given sequence instead of the Hessian, to test the decision rule alone."""
+
+    def __init__(self, values, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.values = list(values)
+
+    def measure(self):
+        return float(self.values[len(self.history)])
+
+
+def test_the_rule_compares_magnitudes_of_negative_eigenvalues(data):
+    """Issue 9, bug 7: a growing |lambda| with lambda < 0 is no fall; a shrinking one is."""
+    x, y = data
+    values = [-10.0, -30.0, -40.0, -4.0, -4.0]
+    callback = _Scripted(values, (x[:50], y[:50]), 16, 256, patience=None)
+    history = _model().fit(adaptive_dataset(x, y), epochs=5, verbose=0, callbacks=[callback])
+    batch, reference, expected = 16, None, []
+    for value in values:  # the authors' rule on the top eigenvalue by magnitude, written out
+        expected.append(batch)
+        if reference is None:
+            reference = abs(value)
+        elif abs(value) <= reference / 2.0:
+            batch, reference = batch * 2, abs(value)
+    assert expected == [16, 16, 16, 16, 32]
+    assert history.history["batch_size"] == [float(b) for b in expected]
+    assert history.history["hessian/top_eigenvalue"] == values  # logged with its sign
+
+
+def test_a_reused_callback_does_not_compound_the_learning_rate(data):
+    """Issue 9, bug 7: the second fit with the same callback has the first fit's schedule."""
+    x, y = data
+    lr = 0.01
+    model = _model(lr=lr)
+    callback = AdaptiveBatchSize((x[:50], y[:50]), 16, 64, patience=1, max_iter=3)
+    expected = [lr, 2 * lr, 4 * lr]  # linear rule: 16 -> 32 -> 64
+    for _ in range(2):
+        history = model.fit(adaptive_dataset(x, y), epochs=3, verbose=0, callbacks=[callback])
+        np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-6)

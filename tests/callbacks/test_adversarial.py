@@ -167,3 +167,19 @@ def test_uncompiled_model_is_refused_and_left_alone():
     with pytest.raises(ValueError, match="not compiled"):
         AdversarialAugmentation().set_model(model)
     assert "train_step" not in model.__dict__
+
+
+def test_evaluate_with_the_callback_then_a_plain_fit_is_plain(data):
+    """Issue 9, bug 2: the FGSM step installed by evaluate's set_model must not reach a later fit."""
+    x, y = data
+    x, y = x[:32], y[:32]
+    recorder = InputRecorder()
+    model, twin = _model(recorder=recorder), _model()
+    twin.set_weights(model.get_weights())
+    for _ in range(2):
+        model.evaluate(x, y, verbose=0, callbacks=[AdversarialAugmentation(0.1, 0.5, clip=None, stop_epoch=None)])
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    twin.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(recorder.batches[0], x)  # the step saw the clean batch
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -157,3 +157,15 @@ def test_cli_train_prints_the_schedule(capsys, tmp_path):
     assert rows[1]["learning_rate"] == pytest.approx(2 * rows[0]["learning_rate"])
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in rows)
     assert main(["train", "--method", "fb", "--data", "digits", "--epochs", "0"]) == 2
+
+
+def test_a_reused_warmup_gives_the_same_schedule_again(data):
+    """Issue 9, bug 7: the base rate stays in the callback; the second fit does not start from k * eta."""
+    x, y = data
+    eta = 0.01
+    model = _model(eta)
+    callback = LinearScalingWarmup(64, base_batch_size=16, warmup_epochs=2)
+    expected = [eta, 2.5 * eta, 4 * eta, 4 * eta]  # Goyal et al., k = 4
+    for _ in range(2):
+        history = model.fit(adaptive_dataset(x, y), epochs=4, verbose=0, callbacks=[callback])
+        np.testing.assert_allclose(history.history["learning_rate"], expected, rtol=1e-6)

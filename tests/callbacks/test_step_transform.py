@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_hessian.callbacks import FixedBatchSize
-from keras_hessian.callbacks._train_step import StepTransform, StepTransformCallback
+from keras_hessian.callbacks.step_transform import StepTransform, StepTransformCallback
 from keras_hessian.data import adaptive_dataset
 
 
@@ -149,4 +149,35 @@ def test_uncompiled_model_is_refused():
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="not compiled"):
         FixedBatchSize(8).set_model(model)
+    assert "train_step" not in model.__dict__
+
+
+def test_evaluate_and_predict_leave_no_transform_behind():
+    """Issue 9, bug 2: Keras calls set_model in evaluate/predict too; a plain fit afterwards is plain."""
+    x, y, _ = _data(16)
+    model, twin = _model(), _model()
+    twin.set_weights(model.get_weights())
+    stale = [_Probe(shift=1.0) for _ in range(3)]
+    model.evaluate(x, y, verbose=0, callbacks=[stale[0]])
+    model.evaluate(x, y, verbose=0, callbacks=[stale[1]])
+    model.predict(x, verbose=0, callbacks=[stale[2]])
+    assert "train_step" not in model.__dict__
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    twin.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)  # independent: never saw a callback
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # A fit with one transform after those evaluate calls runs that one only (no pile-up) ...
+    probe = _Probe(shift=1.0)
+    model.evaluate(x, y, verbose=0, callbacks=[_Probe(shift=1.0)])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[probe])
+    assert int(probe.count.numpy()) == 2
+    assert all(int(p.count.numpy()) == 0 for p in stale)
+
+
+def test_validation_inside_fit_keeps_the_transform():
+    x, y, _ = _data(16)
+    model = _model()
+    probe = _Probe()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y), callbacks=[probe])
+    assert int(probe.count.numpy()) == 4  # 2 batches x 2 epochs: validation did not drop it
     assert "train_step" not in model.__dict__

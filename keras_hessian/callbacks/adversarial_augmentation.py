@@ -3,89 +3,15 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_hessian._backend import require_tensorflow_backend
-from keras_hessian.callbacks._train_step import StepTransform, StepTransformCallback
+from keras_hessian._validation import check_choice, check_float, is_integer
+from keras_hessian.callbacks.step_transform import StepTransform, StepTransformCallback
 from keras_hessian.data.adaptive import batch_size_control
+from keras_hessian.ops.fgsm import CLIP_BATCH, check_clip, check_epsilon, fgsm_tensor, measuring_loss
 
-__all__ = ["AdversarialAugmentation", "fgsm"]
-
-_CLIP_BATCH = "batch"
-
-
-def _check_epsilon(epsilon) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)):
-        raise TypeError(f"epsilon must be a number. Received epsilon={epsilon!r}.")
-    if not np.isfinite(epsilon) or epsilon < 0:
-        raise ValueError(f"epsilon must be a finite number >= 0. Received epsilon={epsilon!r}.")
-    return float(epsilon)
-
-
-def _check_clip(clip):
-    if clip is None or clip == _CLIP_BATCH:
-        return clip
-    if isinstance(clip, (tuple, list)) and len(clip) == 2 and float(clip[0]) <= float(clip[1]):
-        return (float(clip[0]), float(clip[1]))
-    raise ValueError(f"clip must be None, 'batch' or a pair (low, high) with low <= high. Received clip={clip!r}.")
-
-
-def _input_gradient(model, x, y, sample_weight):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y_pred = model(x, training=False)
-        loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False)
-    return tape.gradient(loss, x)
-
-
-def _fgsm_tensor(model, x, y, sample_weight, epsilon: float, clip):
-    gradient = _input_gradient(model, x, y, sample_weight)
-    if gradient is None:
-        gradient = tf.zeros_like(x)
-    adversarial = x + tf.cast(epsilon, x.dtype) * tf.sign(tf.cast(gradient, x.dtype))
-    if clip == _CLIP_BATCH:
-        adversarial = tf.clip_by_value(adversarial, tf.reduce_min(x), tf.reduce_max(x))
-    elif clip is not None:
-        adversarial = tf.clip_by_value(adversarial, clip[0], clip[1])
-    return tf.stop_gradient(adversarial)
-
-
-def fgsm(model, x, y, epsilon: float, sample_weight=None, clip=None) -> tf.Tensor:
-    """Fast-gradient-sign examples `x + epsilon * sign(grad_x loss)` of a compiled model.
-
-    The gradient is that of the model's compiled loss, taken in inference mode
-    (`training=False`: BatchNorm moving statistics, no dropout), as ABSA does
-    (Yao et al., arXiv 1810.01021; FGSM: Goodfellow et al., arXiv 1412.6572). Before clipping
-    every coordinate moves by exactly `epsilon` (or 0 where the gradient is exactly 0).
-
-    Example:
-
-    ```python
-    x_adv = keras_hessian.callbacks.fgsm(model, x, y, epsilon=0.01)
-    ```
-
-    Args:
-        model: a compiled Keras model with a single input tensor.
-        x: inputs (array or tensor, floating point).
-        y: labels.
-        epsilon: step in L-infinity, >= 0.
-        sample_weight: optional weights of the loss.
-        clip: `None` (no clipping), `"batch"` (clip to the min/max of `x`, as the authors' code
-            does) or `(low, high)`.
-
-    Returns:
-        The adversarial inputs, a tensor shaped like `x`.
-    """
-    require_tensorflow_backend()
-    epsilon = _check_epsilon(epsilon)
-    clip = _check_clip(clip)
-    if y is None:
-        raise ValueError("fgsm needs labels to take the loss gradient. Received y=None.")
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        raise TypeError(f"x must be floating point. Received x of dtype {x.dtype.name}.")
-    return _fgsm_tensor(model, x, tf.convert_to_tensor(y), sample_weight, epsilon, clip)
+__all__ = ["AdversarialAugmentation"]
 
 
 class AdversarialAugmentation(StepTransformCallback):
@@ -102,8 +28,10 @@ class AdversarialAugmentation(StepTransformCallback):
     constant), the augmentation can wait for the first increase (`start="after_increase"`),
     and it stops when the batch reaches its cap (`stop_at_max_batch`) or at `stop_epoch`.
 
-    The step is changed through `keras_hessian.callbacks._train_step` (composed with the other
-    callbacks' transforms) and the model's own step is back once `fit` ends.
+    The step is changed through `keras_hessian.callbacks.step_transform` (composed with the
+    other callbacks' transforms) and the model's own step is back once `fit` ends. The FGSM
+    loss is the compiled loss through a copy with its own metrics (`keras_hessian.ops.fgsm`), so
+    the metrics `fit` reports are those of the (mixed) batch only; the step also runs under XLA.
 
     Example:
 
@@ -139,28 +67,20 @@ class AdversarialAugmentation(StepTransformCallback):
         start: str = "always",
         stop_epoch: int | str | None = "half",
         stop_at_max_batch: bool = True,
-        clip: str | tuple | None = _CLIP_BATCH,
+        clip: str | tuple | None = CLIP_BATCH,
     ):
         super().__init__()
         require_tensorflow_backend()
-        self.epsilon = _check_epsilon(epsilon)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float, np.floating, np.integer)):
-            raise TypeError(f"ratio must be a number in [0, 1]. Received ratio={ratio!r}.")
-        if not 0.0 <= float(ratio) <= 1.0:
-            raise ValueError(f"ratio must lie in [0, 1]. Received ratio={ratio!r}.")
-        self.ratio = float(ratio)
-        if start not in ("always", "after_increase"):
-            raise ValueError(f"start must be 'always' or 'after_increase'. Received start={start!r}.")
-        self.start = start
-        if not (stop_epoch is None or stop_epoch == "half" or (
-            isinstance(stop_epoch, (int, np.integer)) and not isinstance(stop_epoch, bool) and stop_epoch >= 0
-        )):
+        self.epsilon = check_epsilon(epsilon)
+        self.ratio = check_float("ratio", ratio, minimum=0.0, maximum=1.0)
+        self.start = check_choice("start", start, ("always", "after_increase"))
+        if not (stop_epoch is None or stop_epoch == "half" or (is_integer(stop_epoch) and stop_epoch >= 0)):
             raise ValueError(
                 f"stop_epoch must be a non-negative integer, 'half' or None. Received stop_epoch={stop_epoch!r}."
             )
         self.stop_epoch = stop_epoch
         self.stop_at_max_batch = bool(stop_at_max_batch)
-        self.clip = _check_clip(clip)
+        self.clip = check_clip(clip)
         with tf.init_scope():
             self._enabled = tf.Variable(True, trainable=False, name="kh_adversarial_enabled")
 
@@ -198,6 +118,10 @@ class AdversarialAugmentation(StepTransformCallback):
 
     def step_transform(self) -> StepTransform:
         epsilon, clip = self.epsilon, self.clip
+        # Built here, outside the traced step: both create variables, which an XLA-compiled
+        # step cannot (the batch-size control on first use, the loss copy's metrics).
+        batch_size_control()
+        loss = measuring_loss(self.model)
 
         def transform(model, data):
             x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -211,8 +135,8 @@ class AdversarialAugmentation(StepTransformCallback):
             count = tf.minimum(count, n)
 
             def mixed():
-                head = (x[:count], y[:count], None if sample_weight is None else sample_weight[:count])
-                adversarial = _fgsm_tensor(model, *head, epsilon, clip)
+                head = tf.nest.map_structure(lambda t: None if t is None else t[:count], (x, y, sample_weight))
+                adversarial = fgsm_tensor(model, loss, head[0], head[1], head[2], epsilon, clip)
                 return tf.concat([adversarial, x[count:]], axis=0)
 
             x_new = tf.cond(count > 0, mixed, lambda: tf.identity(x))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import keras
-import numpy as np
 
+from keras_hessian._validation import check_bool, check_float, check_int
 from keras_hessian.hessian import HessianOperator, hutchinson_trace, top_eigenvalues
 
 TOP_EIGENVALUE = "hessian/top_eigenvalue"
@@ -66,20 +66,14 @@ class HessianSpectrum(keras.callbacks.Callback):
         verbose: int = 0,
     ):
         super().__init__()
-        if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, (int, np.integer)) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a positive integer. Received every_n_epochs={every_n_epochs!r}.")
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1. Received top_k={top_k!r}.")
-        if not tol > 0:
-            raise ValueError(f"tol must be > 0. Received tol={tol!r}.")
         self.data = data
-        self.every_n_epochs = int(every_n_epochs)
-        self.top_k = int(top_k)
-        self.trace = bool(trace)
-        self.max_iter = int(max_iter)
-        self.tol = float(tol)
-        self.seed = seed
-        self.training = bool(training)
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs)
+        self.top_k = check_int("top_k", top_k)
+        self.trace = check_bool("trace", trace)
+        self.max_iter = check_int("max_iter", max_iter)
+        self.tol = check_float("tol", tol, minimum=0.0, exclusive_minimum=True)
+        self.seed = check_int("seed", seed, minimum=None, allow_none=True)
+        self.training = check_bool("training", training)
         self.method = method
         self.verbose = verbose
         self.seconds = 0.0  # time spent on Hessian work, for cost accounting

@@ -1,11 +1,21 @@
-"""The ONE place where callbacks change what a training step does (DESIGN.md).
+"""The ONE place where callbacks change what a training step does.
 
 Keras 3 calls `set_model` on every callback while it builds the CallbackList, before
 `make_train_function()`. A callback that derives from `StepTransformCallback` returns a
 `StepTransform` from `step_transform()`; its `set_model` hands it to `install`, which composes
 the transforms of all such callbacks of the fit into one step, sets it as the model's
 `train_step` and resets `model.train_function`, so Keras traces the composed step. `on_train_end`
-restores the model's own step.
+restores the model's own step. Keras calls `set_model` in `evaluate` and `predict` too: there the
+transform is dropped again at `on_test_begin` / `on_predict_begin` (unless a fit is running, whose
+validation calls them), so a later plain `fit` runs the model's own step.
+
+This module knows nothing about what a transform is for: a transform that holds something for
+the duration of a fit (the batch-size control of adaptive datasets) passes `on_restore`, which
+runs when its step is taken off the model, also after a fit that raised.
+
+XLA (`jit_compile=True`, Keras' default on a GPU) compiles the composed step. A transform that
+cannot work there (`supports_xla=False`, e.g. a check by `tf.debugging.Assert`, which XLA drops)
+makes `install` warn and switch XLA off for that fit; `restore` puts `jit_compile` back.
 
 A composed step does, for each batch:
 
@@ -24,18 +34,20 @@ Failure safety: if `fit` raises, Keras skips `on_train_end`, so the composed fun
 stay cached in `model.train_function`. The function installed here is therefore guarded: each
 participating callback announces every batch in `on_train_batch_begin`; a call that nobody
 announced comes from a later `fit` without these callbacks, and the guard restores the model's
-own step before running it. A later `fit` WITH such callbacks starts from the model's own step.
+own step before running it. A later `fit` WITH such callbacks starts from the model's own step. An error raised inside a
+step also restores the model before it propagates.
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
-from keras_hessian.data.adaptive import batch_size_control
+from keras_hessian import _compat
 
 __all__ = ["StepTransform", "StepTransformCallback", "install", "restore"]
 
@@ -49,15 +61,24 @@ class StepTransform:
             element (use `keras.utils.unpack_x_y_sample_weight`).
         micro_batch_size: when set, batches larger than this are processed by gradient
             accumulation over micro-batches of at most this size.
+        on_restore: `f()`, called once when the transform is taken off the model (end of the
+            fit, an error in a step, a later fit finding it stale, or an `evaluate`/`predict`).
+        supports_xla: False if the transform cannot run in an XLA-compiled step; the fit then
+            runs without XLA (with a warning naming the callback) and `jit_compile` comes back.
     """
 
     def __init__(
         self,
         transform_batch: Callable | None = None,
         micro_batch_size: int | None = None,
+        *,
+        on_restore: Callable[[], None] | None = None,
+        supports_xla: bool = True,
     ):
         self.transform_batch = transform_batch
         self.micro_batch_size = micro_batch_size
+        self.on_restore = on_restore
+        self.supports_xla = supports_xla
 
 
 class _Session:
@@ -68,18 +89,14 @@ class _Session:
         self.transforms: dict[int, tuple[object, StepTransform]] = {}
         self.running = False
         self.announced = False
+        self.jit_compile = None  # the model's setting, when this session switched XLA off
 
 
 _SESSIONS: dict[int, _Session] = {}
 
 
 def _uses_default_train_step(model, session: _Session) -> bool:
-    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
-
-    return (
-        session.instance_step is None
-        and getattr(type(model), "train_step", None) is TensorFlowTrainer.train_step
-    )
+    return session.instance_step is None and getattr(type(model), "train_step", None) is _compat.default_train_step()
 
 
 def _original_step(model, session: _Session) -> Callable:
@@ -96,7 +113,6 @@ def _dense(gradient, variable):
 
 def _accumulating_step(model, micro_batch_size: int, transform: Callable) -> Callable:
     """Keras' TensorFlow `train_step`, summing weighted micro-batch gradients before one update."""
-    from keras.src.losses import loss as loss_module
 
     def step(data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -115,10 +131,8 @@ def _accumulating_step(model, micro_batch_size: int, transform: Callable) -> Cal
             size = stop - start
             with tf.GradientTape() as tape:
                 y_pred = model(xb, training=True)
-                loss = model._compute_loss(x=xb, y=yb, y_pred=y_pred, sample_weight=wb, training=True)
-                model._loss_tracker.update_state(
-                    loss_module.unscale_loss_for_distribution(loss), sample_weight=size
-                )
+                loss = _compat.compute_loss_for_training(model, xb, yb, y_pred, wb)
+                _compat.loss_tracker(model).update_state(_compat.unscale_loss_for_distribution(loss), sample_weight=size)
                 scaled = model.optimizer.scale_loss(loss)
             gradients = tape.gradient(scaled, weights)
             share = tf.cast(size, tf.float32) / tf.cast(n, tf.float32)
@@ -158,6 +172,12 @@ def _compose(model, session: _Session) -> Callable:
     else:
         inner = _accumulating_step(model, min(micro_sizes), transform)
 
+    if model.jit_compile:
+        # An XLA-compiled step is one op whose inputs are the batch: it waits for get_next as a
+        # whole (and XLA cannot lift the optimizer's variable creation out of a control
+        # dependency scope, so none is added).
+        return inner
+
     def step(data):
         # Every op of the step waits for the batch. Without this, Keras' optimizer increments
         # `iterations` even on the call that finds the data exhausted (unknown cardinality: one
@@ -178,7 +198,13 @@ class _GuardedTrainFunction:
     def __call__(self, iterator):
         if self.session.announced:
             self.session.announced = False
-            return self.function(iterator)
+            try:
+                return self.function(iterator)
+            except (tf.errors.OutOfRangeError, StopIteration):
+                raise  # the end of an epoch of unknown length, which Keras catches
+            except Exception:
+                restore(self.session.model_ref())  # Keras skips on_train_end when fit raises
+                raise
         model = self.session.model_ref()
         restore(model)  # left over by a fit that raised; this fit runs the model's own step
         model.make_train_function()
@@ -204,6 +230,15 @@ def install(owner, transform: StepTransform) -> None:
         session = _Session(model)
         _SESSIONS[id(model)] = session
     session.transforms[id(owner)] = (owner, transform)
+    if not transform.supports_xla and session.jit_compile is None and model.jit_compile:
+        warnings.warn(
+            f"{type(owner).__name__} cannot run in an XLA-compiled train step (jit_compile=True): "
+            "this fit runs without XLA; the model's jit_compile is restored when it ends.",
+            UserWarning,
+            stacklevel=3,
+        )
+        session.jit_compile = model.jit_compile
+        model.jit_compile = False
     try:
         step = _compose(model, session)
     except Exception:
@@ -245,11 +280,13 @@ def restore(model) -> None:
     session = _SESSIONS.pop(id(model), None)
     if session is None:
         return
-    # A batch-size callback's hold on adaptive datasets ends with its session, also when a fit
-    # raised (Keras then skips on_train_end): release() is a no-op for a non-holder.
-    control = batch_size_control()
-    for owner, _ in session.transforms.values():
-        control.release(owner)
+    # What a transform holds for the fit ends with its session, also when a fit raised (Keras
+    # then skips on_train_end).
+    for _, transform in session.transforms.values():
+        if transform.on_restore is not None:
+            transform.on_restore()
+    if session.jit_compile is not None:
+        model.jit_compile = session.jit_compile
     if session.instance_step is not None:
         model.train_step = session.instance_step
     elif "train_step" in model.__dict__:
@@ -279,3 +316,16 @@ class StepTransformCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         restore(self.model)
+
+    def _outside_fit(self) -> None:
+        # evaluate/predict called set_model (which installed the transform) but run no train
+        # step: take it off, unless a running fit is validating.
+        session = _SESSIONS.get(id(self.model))
+        if session is not None and not session.running and id(self) in session.transforms:
+            restore(self.model)
+
+    def on_test_begin(self, logs=None):
+        self._outside_fit()
+
+    def on_predict_begin(self, logs=None):
+        self._outside_fit()
