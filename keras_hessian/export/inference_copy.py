@@ -18,8 +18,8 @@ from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._compat import flatten_layers
 from keras_hessian.export._checks import check_model
 from keras_hessian.export.ternary_split import TernaryTermsDense, ternary_pieces
-from keras_hessian.quantizers import DFP16
 from keras_hessian.layers.registry import is_quantized_layer
+from keras_hessian.quantizers import DFP16
 
 __all__ = ["InferenceCopy", "build_inference_copy", "float32_weight", "inference_copy"]
 
