@@ -7,6 +7,7 @@ is accepted (`np.int64(3)` is an integer, `True` is not).
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -92,7 +93,7 @@ def check_float(
     if not is_number(value):
         raise ArgumentTypeError(f"{name} must be {wanted}. {_received(name, value)}")
     number = float(value)
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number. {_received(name, value)}")
     if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
         raise ValueError(f"{name} must be {wanted}. {_received(name, value)}")

@@ -20,8 +20,8 @@ from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian.callbacks import _train_step
 from keras_hessian.callbacks._train_step import StepTransform, StepTransformCallback
 from keras_hessian.data.adaptive import batch_size_control
-from keras_hessian.hessian.eigen import EIGEN_METHODS
-from keras_hessian.hessian.operator import HVP_METHODS
+from keras_hessian.hessian.algorithms.eigen import EIGEN_METHODS
+from keras_hessian.hessian.operators import HVP_METHODS
 
 __all__ = ["LR_SCALING_RULES", "AdaptiveBatchSize", "BatchSizeController"]
 
