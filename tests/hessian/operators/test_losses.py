@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hessian.hessian import HessianOperator
+from tests.conftest import exact_hessian, flat
 
 
 def two_output_model():
@@ -49,3 +50,36 @@ def test_measuring_a_two_output_model_leaves_its_metrics_unchanged(digits_flat):
     squared = np.mean((value - targets) ** 2)
     penalty = 0.01 * np.sum(np.asarray(model.layers[1].kernel, dtype=np.float64) ** 2)
     np.testing.assert_allclose(loss, 0.7 * cross_entropy + 0.2 * squared + penalty, rtol=1e-5)
+
+
+def test_a_model_that_defines_its_own_compute_loss_keeps_it(digits_flat):
+    """A model overriding `compute_loss` (Keras' documented way to customise the loss) is
+    measured with that loss, not only with the compiled one."""
+    (x, y), _ = digits_flat
+    x, y = x[:64], y[:64]
+    keras.utils.set_random_seed(22)
+
+    class Penalised(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(10)
+
+        def call(self, inputs):
+            return self.dense(inputs)
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+            compiled = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+            return compiled + 0.1 * keras.ops.mean(keras.ops.square(y_pred))
+
+    model = Penalised()
+    model(x[:1])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def reference(t, logits):
+        cross_entropy = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(t, logits, from_logits=True))
+        return cross_entropy + 0.1 * tf.reduce_mean(tf.square(logits))
+
+    op = HessianOperator(model, (x, y))
+    v = [tf.constant(np.random.default_rng(0).standard_normal(w.shape), dtype=w.dtype) for w in op.variables]
+    expected = exact_hessian(model, x, y, loss_fn=reference) @ flat(v)
+    np.testing.assert_allclose(flat(op.hvp(v)), expected, rtol=1e-4, atol=1e-6)
