@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hessian.hessian import HessianOperator
-from keras_hessian.hessian.operator import DEFAULT_HVP_METHOD, HVP_METHODS, _tf_variable
+from keras_hessian.hessian.operators import DEFAULT_HVP_METHOD, HVP_METHODS, tf_variable
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -67,7 +67,7 @@ def run(quick: bool = False, out: str | None = None) -> dict:
     size = model.input_shape[1]
     x = np.random.default_rng(0).random((batch, size, size, 1), dtype=np.float32)
     y = np.random.default_rng(1).integers(0, 10, batch).astype("int32")
-    variables = [_tf_variable(v) for v in model.trainable_variables]
+    variables = [tf_variable(v) for v in model.trainable_variables]
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def gradient(xb, yb):
@@ -88,7 +88,7 @@ def run(quick: bool = False, out: str | None = None) -> dict:
     for method in HVP_METHODS:
         op = HessianOperator(model, (x, y), method=method, batch_size=batch)
         fn = op._function("hvp", batch)
-        packed = op._pack(op._first_batch)
+        packed = op._pack(op._data.first)
         functions[method] = lambda fn=fn, packed=packed: fn(packed, vector)
         products[method] = np.concatenate([t.numpy().ravel() for t in fn(packed, vector)])
         # The same product compiled with XLA (the operator's own function body, jit-compiled).
@@ -106,7 +106,7 @@ def run(quick: bool = False, out: str | None = None) -> dict:
     op = HessianOperator(model, (x, y), method="reverse_over_reverse", batch_size=batch)
     many = op._function(f"hvp_many_{k}", batch)
     stacked = [tf.stack([t] * k) for t in vector]
-    packed = op._pack(op._first_batch)
+    packed = op._pack(op._data.first)
     functions[f"reverse_over_reverse_batched_{k}"] = lambda: many(packed, stacked)
     # PyHessian's reuse: one forward and first-order backward pass, then a chain of products
     # (power-iteration style, each vector depends on the last) taken from the kept graph. The

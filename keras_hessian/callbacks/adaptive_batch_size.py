@@ -12,8 +12,8 @@ from keras_hessian._validation import check_choice, check_float, check_int
 from keras_hessian.callbacks import step_transform
 from keras_hessian.callbacks.batch_size_controller import LR_SCALING_RULES, BatchSizeController, lr_scale
 from keras_hessian.data.adaptive import batch_size_control
-from keras_hessian.hessian.eigen import EIGEN_METHODS
-from keras_hessian.hessian.operator import HVP_METHODS
+from keras_hessian.hessian.algorithms import EIGEN_METHODS
+from keras_hessian.hessian.operators import HVP_METHODS
 
 __all__ = ["AdaptiveBatchSize"]
 

@@ -1,10 +1,13 @@
-"""The Hessian engine: pure TensorFlow math over Keras models. Imports no callback, layer or CLI."""
+"""The Hessian engine: pure TensorFlow math over Keras models. Imports no callback, layer or CLI.
 
-from keras_hessian.hessian.density import spectral_density
-from keras_hessian.hessian.eigen import top_eigenvalues
-from keras_hessian.hessian.operator import HessianOperator
-from keras_hessian.hessian.result import DensityResult, EigenResult, TraceResult
-from keras_hessian.hessian.trace import hutchinson_trace
+`operators/` say how to multiply by the Hessian (`HessianOperator`, `DeflatedOperator`);
+`algorithms/` say what to do with the products (`top_eigenvalues`, `hutchinson_trace`,
+`spectral_density`); `results.py` holds what they return, `vectors.py` the parameter-vector algebra.
+"""
+
+from keras_hessian.hessian.algorithms import hutchinson_trace, per_block, spectral_density, top_eigenvalues
+from keras_hessian.hessian.operators import HessianOperator
+from keras_hessian.hessian.results import DensityResult, EigenResult, TraceResult
 
 __all__ = [
     "DensityResult",
@@ -12,6 +15,7 @@ __all__ = [
     "HessianOperator",
     "TraceResult",
     "hutchinson_trace",
+    "per_block",
     "spectral_density",
     "top_eigenvalues",
 ]

@@ -58,25 +58,39 @@ def _shapes(variables) -> list[tuple[tuple[int, ...], tf.DType]]:
     return [(tuple(v.shape), tf.as_dtype(v.dtype)) for v in variables]
 
 
+def _variable_seeds(seed: tf.Tensor, count: int) -> tf.Tensor:
+    """`count` independent stateless seeds derived from one, shape `(count, 2)`.
+
+    Offsetting the seed per variable (`seed + [0, i]`) would give probe k's variable i + 1 and
+    probe k + 1's variable i the same seed, hence the same entries: probes would not be
+    independent, which the trace's standard error and the SLQ average assume. `stateless_split`
+    derives the seeds through the generator itself (a Philox draw keyed by `seed`).
+    """
+    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=count)
+
+
 def rademacher_like(variables, seed: tf.Tensor) -> Vector:
     """A vector of independent +1/-1 entries shaped like `variables`.
 
     `seed` is a shape-(2,) int tensor; the draw is stateless, so it consumes no global RNG
-    state (training stays bit-identical with or without the measurement).
+    state (training stays bit-identical with or without the measurement). Distinct seeds give
+    independent vectors, and each variable of a vector has its own stream.
     """
+    shapes = _shapes(variables)
+    seeds = _variable_seeds(seed, len(shapes))
     out = []
-    for i, (shape, dtype) in enumerate(_shapes(variables)):
-        bits = tf.random.stateless_uniform(shape, seed=seed + [0, i], minval=0, maxval=2, dtype=tf.int32)
+    for i, (shape, dtype) in enumerate(shapes):
+        bits = tf.random.stateless_uniform(shape, seed=seeds[i], minval=0, maxval=2, dtype=tf.int32)
         out.append(tf.cast(2 * bits - 1, dtype))
     return out
 
 
 def gaussian_like(variables, seed: tf.Tensor) -> Vector:
-    """A vector of independent standard normal entries shaped like `variables` (stateless)."""
-    return [
-        tf.random.stateless_normal(shape, seed=seed + [0, i], dtype=dtype)
-        for i, (shape, dtype) in enumerate(_shapes(variables))
-    ]
+    """A vector of independent standard normal entries shaped like `variables` (stateless, as
+    `rademacher_like`)."""
+    shapes = _shapes(variables)
+    seeds = _variable_seeds(seed, len(shapes))
+    return [tf.random.stateless_normal(shape, seed=seeds[i], dtype=dtype) for i, (shape, dtype) in enumerate(shapes)]
 
 
 def seed_stream(seed: int | None):

@@ -1,4 +1,4 @@
-"""One worker of the two-process MultiWorkerMirroredStrategy test (run by test_distributed.py).
+"""One worker of the two-process MultiWorkerMirroredStrategy test (run by test_replicas.py).
 
 Usage: python multiworker_job.py TF_CONFIG_JSON OUT.npz
 """

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_hessian._validation import check_float, check_int
 from keras_hessian.hessian import vectors as V
-from keras_hessian.hessian.operator import per_block
-from keras_hessian.hessian.result import TraceResult
+from keras_hessian.hessian.algorithms._per_block import per_block
+from keras_hessian.hessian.results import TraceResult
 
 # Probes are multiplied a batch at a time (`hvp_many`: one forward and first-order backward
 # pass shared per batch of probes).
@@ -66,14 +67,11 @@ def hutchinson_trace(
     Returns:
         A `TraceResult`.
     """
-    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer. Received max_iter={max_iter!r}.")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0. Received tol={tol!r}.")
-    if not isinstance(probes_per_step, (int, np.integer)) or probes_per_step < 1:
-        raise ValueError(f"probes_per_step must be a positive integer. Received probes_per_step={probes_per_step!r}.")
-    if isinstance(deflation, bool) or not isinstance(deflation, (int, np.integer)) or deflation < 0:
-        raise ValueError(f"deflation must be an integer >= 0. Received deflation={deflation!r}.")
+    max_iter = check_int("max_iter", max_iter, 1)
+    check_float("tol", tol, minimum=0, exclusive_minimum=True)
+    probes_per_step = check_int("probes_per_step", probes_per_step, 1)
+    deflation = check_int("deflation", deflation, 0)
+    check_int("seed", seed, 0, allow_none=True)
     seeds = V.seed_stream(seed)
     count0 = operator.hvp_count
     variables = operator.variables

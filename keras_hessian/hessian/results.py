@@ -1,10 +1,32 @@
-"""What the estimators return: plain dataclasses of numpy values."""
+"""What the algorithms return: plain dataclasses of numpy values, printed as short summaries.
+
+The arrays (eigenvectors, probe samples, density grid) stay attributes; the reprs show the
+values people look at, the counts and the shapes, never a dump of the arrays (a dict of
+per-block results then prints one short line per block).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# Values listed in full up to this many; longer arrays show their first and last few.
+_SHOWN = 8
+_EDGE = 3
+
+
+def _number(value: float, digits: int = 6) -> str:
+    return f"{float(value):.{digits}g}"
+
+
+def _values(values) -> str:
+    values = np.asarray(values).ravel()
+    if len(values) <= _SHOWN:
+        return "[" + ", ".join(_number(v) for v in values) + "]"
+    head = ", ".join(_number(v) for v in values[:_EDGE])
+    tail = ", ".join(_number(v) for v in values[-_EDGE:])
+    return f"[{head}, ..., {tail}] ({len(values)} values)"
 
 
 @dataclass
@@ -26,6 +48,14 @@ class EigenResult:
     converged: bool
     method: str
 
+    def __repr__(self) -> str:
+        sizes = {int(sum(np.prod(tuple(t.shape), dtype=np.int64) for t in v)) for v in self.eigenvectors}
+        vectors = f"{len(self.eigenvectors)} x {sizes.pop()} parameters" if len(sizes) == 1 else str(len(self.eigenvectors))
+        return (
+            f"EigenResult(eigenvalues={_values(self.eigenvalues)}, eigenvectors={vectors}, "
+            f"hvp_count={self.hvp_count}, converged={self.converged}, method={self.method!r})"
+        )
+
 
 @dataclass
 class TraceResult:
@@ -42,6 +72,12 @@ class TraceResult:
     standard_error: float
     samples: np.ndarray
     hvp_count: int
+
+    def __repr__(self) -> str:
+        return (
+            f"TraceResult(trace={_number(self.trace)}, standard_error={_number(self.standard_error, 3)}, "
+            f"samples={len(self.samples)}, hvp_count={self.hvp_count})"
+        )
 
 
 @dataclass
@@ -72,3 +108,11 @@ class DensityResult:
     def trace(self) -> float:
         """The trace implied by the quadrature: parameter count times the spectrum's mean."""
         return float(self.num_parameters * np.mean(np.sum(self.nodes * self.weights, axis=1)))
+
+    def __repr__(self) -> str:
+        span = f"[{_number(self.grid[0], 4)}, {_number(self.grid[-1], 4)}]" if len(self.grid) else "[]"
+        return (
+            f"DensityResult(trace={_number(self.trace)}, nodes={tuple(self.nodes.shape)}, "
+            f"grid_points={len(self.grid)} in {span}, sigma={_number(self.sigma, 3)}, "
+            f"num_parameters={self.num_parameters}, hvp_count={self.hvp_count})"
+        )

@@ -20,10 +20,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_hessian._validation import check_choice, check_float, check_int
 from keras_hessian.hessian import vectors as V
-from keras_hessian.hessian.lanczos import lanczos_steps, ritz
-from keras_hessian.hessian.operator import per_block
-from keras_hessian.hessian.result import EigenResult
+from keras_hessian.hessian.algorithms._per_block import per_block
+from keras_hessian.hessian.algorithms.lanczos import lanczos_steps, ritz
+from keras_hessian.hessian.results import EigenResult
 
 EIGEN_METHODS = ("lanczos", "power", "arpack")
 # benchmarks/eigen_speed.py: Lanczos reaches tol 1e-3 with fewer products than power iteration.
@@ -34,19 +35,15 @@ DEFAULT_EIGEN_METHOD = "lanczos"
 SAFETY = 0.25
 
 
-def _validate(operator, k, max_iter, tol, method) -> str:
-    method = DEFAULT_EIGEN_METHOD if method is None else method
-    if method not in EIGEN_METHODS:
-        raise ValueError(f"method must be one of {EIGEN_METHODS}. Received method={method!r}.")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1. Received k={k!r}.")
+def _validate(operator, k, max_iter, tol, seed, method) -> str:
+    method = check_choice("method", DEFAULT_EIGEN_METHOD if method is None else method, EIGEN_METHODS)
+    k = check_int("k", k, 1)
     n = operator.num_parameters
     if k > n:
         raise ValueError(f"k must not exceed the number of parameters ({n}). Received k={k}.")
-    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive integer. Received max_iter={max_iter!r}.")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0. Received tol={tol!r}.")
+    check_int("max_iter", max_iter, 1)
+    check_float("tol", tol, minimum=0, exclusive_minimum=True)
+    check_int("seed", seed, 0, allow_none=True)
     return method
 
 
@@ -86,7 +83,7 @@ def top_eigenvalues(
     Returns:
         An `EigenResult`.
     """
-    method = _validate(operator, k, max_iter, tol, method)
+    method = _validate(operator, k, max_iter, tol, seed, method)
     solver = {"lanczos": _lanczos, "power": _power_iteration, "arpack": _arpack}[method]
     return solver(operator, int(k), int(max_iter), float(tol), seed)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_hessian.hessian import lanczos as L
+from keras_hessian._validation import check_float, check_int
 from keras_hessian.hessian import vectors as V
-from keras_hessian.hessian.deflated import DeflatedOperator
-from keras_hessian.hessian.eigen import top_eigenvalues
-from keras_hessian.hessian.operator import per_block
-from keras_hessian.hessian.result import DensityResult
+from keras_hessian.hessian.algorithms import lanczos as L
+from keras_hessian.hessian.algorithms._per_block import per_block
+from keras_hessian.hessian.algorithms.eigen import top_eigenvalues
+from keras_hessian.hessian.operators.deflated import DeflatedOperator
+from keras_hessian.hessian.results import DensityResult
 
 
 @per_block
@@ -61,14 +62,12 @@ def spectral_density(
     Returns:
         A `DensityResult`.
     """
-    steps = lanczos_steps
-    for name, value in (("n_vectors", n_vectors), ("lanczos_steps", steps), ("grid_points", grid_points)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer. Received {name}={value!r}.")
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"sigma must be > 0. Received sigma={sigma!r}.")
-    if isinstance(deflation, bool) or not isinstance(deflation, (int, np.integer)) or deflation < 0:
-        raise ValueError(f"deflation must be an integer >= 0. Received deflation={deflation!r}.")
+    n_vectors = check_int("n_vectors", n_vectors, 1)
+    steps = check_int("lanczos_steps", lanczos_steps, 1)
+    grid_points = check_int("grid_points", grid_points, 1)
+    check_float("sigma", sigma, minimum=0, exclusive_minimum=True, allow_none=True)
+    deflation = check_int("deflation", deflation, 0)
+    check_int("seed", seed, 0, allow_none=True)
     n = operator.num_parameters
     deflation = min(int(deflation), n - 1)
     seeds = V.seed_stream(seed)

@@ -1,0 +1,25 @@
+"""Operators: how to multiply a parameter vector by a curvature matrix.
+
+An operator offers `hvp(v)`, `hvp_many(vs)`, `variables`, `num_parameters`, `hvp_count` and
+`blocks`; the algorithms (`keras_hessian.hessian.algorithms`) need nothing more.
+"""
+
+from keras_hessian.hessian.operators._products import (
+    DEFAULT_HVP_METHOD,
+    FORWARD_OVER_REVERSE,
+    HVP_METHODS,
+    REVERSE_OVER_REVERSE,
+    tf_variable,
+)
+from keras_hessian.hessian.operators.deflated import DeflatedOperator
+from keras_hessian.hessian.operators.hessian import HessianOperator
+
+__all__ = [
+    "DEFAULT_HVP_METHOD",
+    "FORWARD_OVER_REVERSE",
+    "HVP_METHODS",
+    "REVERSE_OVER_REVERSE",
+    "DeflatedOperator",
+    "HessianOperator",
+    "tf_variable",
+]
