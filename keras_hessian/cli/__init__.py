@@ -15,6 +15,9 @@ from keras_hessian._version import __version__
 from keras_hessian.cli import demo, export, spectrum, train
 from keras_hessian.cli._common import add_verbose, one_line, quiet_warnings
 
+# The data spec as tests/data/test_tfds.py imports it.
+from keras_hessian.cli._common import load_data as _load_data  # noqa: F401
+
 _COMMANDS = (demo, spectrum, export, train)
 
 

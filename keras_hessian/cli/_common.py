@@ -143,11 +143,10 @@ def check_input_file(option: str, path: str) -> None:
         raise CommandError(f"{option}: {path!r} is a directory, not a file.")
 
 
-def load_data(spec: str, split: str = "train") -> tuple[Any, Any, str]:
-    """`(x, y, source)` of one split of `--data` (`digits`, `mnist1d`, `tfds:NAME` or a FILE.npz);
-    `source` says in words which arrays these are.
+def load_data(spec: str, split: str = "train") -> tuple[Any, Any]:
+    """`(x, y)` of one split of `--data`: `digits`, `mnist1d`, `tfds:NAME` or a FILE.npz.
 
-    An npz without `x_test` / `y_test` has one split, used for both (and `source` says so).
+    An npz without `x_test` / `y_test` has one split, used for both (`data_source` says so).
     """
     import numpy as np
 
@@ -163,8 +162,7 @@ def load_data(spec: str, split: str = "train") -> tuple[Any, Any, str]:
                 f"--data {spec} needs tensorflow-datasets: pip install 'keras-hessian[tfds]' "
                 "(or use --data digits or mnist1d, which need no network)."
             ) from None
-        x, y = train if split == "train" else test
-        return x, y, f"the {split} split of {spec}"
+        return train if split == "train" else test
     if spec.endswith(".npz"):
         if not os.path.isfile(spec):
             raise ValueError(f"--data: no such file {spec!r}.")
@@ -172,14 +170,27 @@ def load_data(spec: str, split: str = "train") -> tuple[Any, Any, str]:
             arrays = dict(np.load(spec))
         except Exception as error:  # numpy raises OSError, ValueError, zipfile.BadZipFile, pickle errors
             raise CommandError(f"--data: {spec!r} is not a readable .npz file ({one_line(error)}).") from error
-        key_x, key_y = ("x", "y") if split == "train" or "x_test" not in arrays else ("x_test", "y_test")
+        key_x, key_y = _npz_keys(arrays, split)
         if key_x not in arrays or key_y not in arrays:
             raise ValueError(f"--data: {spec!r} must hold arrays 'x' and 'y'. It holds {sorted(arrays)}.")
-        source = f"arrays {key_x}, {key_y} of {spec}"
-        if split == "test" and key_x == "x":
-            source += " (it has no x_test, y_test)"
-        return arrays[key_x], arrays[key_y], source
+        return arrays[key_x], arrays[key_y]
     raise ValueError(f"--data must be digits, mnist1d, tfds:NAME or a FILE.npz. Received {spec!r}.")
+
+
+def data_source(spec: str, split: str) -> str:
+    """In words, which arrays `load_data(spec, split)` returned."""
+    if not spec.endswith(".npz"):
+        return f"the {split} split of {spec}"
+    import numpy as np
+
+    with np.load(spec) as arrays:
+        key_x, key_y = _npz_keys(arrays, split)
+    note = " (it has no x_test, y_test)" if split == "test" and key_x == "x" else ""
+    return f"arrays {key_x}, {key_y} of {spec}{note}"
+
+
+def _npz_keys(arrays: Any, split: str) -> tuple[str, str]:
+    return ("x", "y") if split == "train" or "x_test" not in arrays else ("x_test", "y_test")
 
 
 def fit_inputs(x: Any, model: Any) -> Any:

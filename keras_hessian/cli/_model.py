@@ -79,7 +79,9 @@ def model_loss(model: Any, name: str | None) -> tuple[Any, str]:
     try:
         keras.losses.get(name)
     except (ValueError, TypeError):
-        raise CommandError(f"--loss: {name!r} is not a Keras loss name (e.g. sparse_categorical_crossentropy, mse).") from None
+        raise CommandError(
+            f"--loss: {name!r} is not a Keras loss name (e.g. sparse_categorical_crossentropy, mse)."
+        ) from None
     return name, name
 
 

@@ -109,7 +109,8 @@ def _quantize_and_export(model: Any, train: tuple, test: tuple, fine_tune_epochs
     print_table(
         ["model", "test accuracy", "weight bytes", "multiplications / example"],
         [
-            ["float32", quantized_report["float32_accuracy"], float_totals["weight_bytes"], float_totals["multiplications"]],
+            ["float32", quantized_report["float32_accuracy"], float_totals["weight_bytes"],
+             float_totals["multiplications"]],
             ["ternary r=1, post-training", post_training, totals["weight_bytes"], totals["multiplications"]],
             [f"ternary r=1, fine-tuned {fine_tune_epochs} ep.", quantized_report["fine_tuned_accuracy"],
              totals["weight_bytes"], totals["multiplications"]],

@@ -64,10 +64,14 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     representative_examples = check_int("--representative-examples", args.representative_examples, 1)
     if args.data is None and args.mode in _MODES_NEEDING_DATA:
-        raise ValueError(f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d, tfds:NAME or FILE.npz.")
+        raise ValueError(
+            f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d, tfds:NAME or FILE.npz."
+        )
     check_input_file("MODEL", args.model)
     if same_file(args.model, args.output):
-        raise CommandError(f"OUTPUT {args.output!r} is the input model {args.model!r}: writing it would destroy the model.")
+        raise CommandError(
+            f"OUTPUT {args.output!r} is the input model {args.model!r}: writing it would destroy the model."
+        )
     if os.path.splitext(args.output)[1].lower() != ".tflite":
         warn("export", f"OUTPUT {args.output!r} does not end in .tflite; it will hold a TFLite flatbuffer.")
     quiet_tensorflow(args.verbose)
@@ -109,7 +113,7 @@ def _export_data(name: str, model: Any) -> tuple[Any, tuple[Any, Any]]:
     """
     import numpy as np
 
-    (x_train, _, _), (x_test, y_test, _) = load_data(name, "train"), load_data(name, "test")
+    (x_train, _), (x_test, y_test) = load_data(name, "train"), load_data(name, "test")
     shape = tuple(model.input_shape[1:])
 
     def fit(x):

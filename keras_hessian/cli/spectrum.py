@@ -12,6 +12,7 @@ from keras_hessian.cli._common import (
     add_verbose,
     check_input_file,
     check_output_file,
+    data_source,
     fit_inputs,
     load_data,
     print_table,
@@ -71,9 +72,10 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, command="spectrum", unsafe=args.unsafe)
     loss, loss_name = model_loss(model, args.loss)
     with progress(f"loading --data {args.data} ({args.split} split)"):
-        x, y, source = load_data(args.data, args.split)
+        x, y = load_data(args.data, args.split)
     x, y = fit_inputs(x[:samples], model), y[:samples]
     check_examples(model, x, y, loss, loss_name)
+    source = data_source(args.data, args.split)
     print(f"{args.model}: {model.count_params()} parameters; Hessian of {loss_name} over {len(x)} examples of {source}")
     report = spectrum_report(
         model, x, y, loss=loss, top_k=top_k, trace=args.trace, layers=args.layers, density=args.density,
@@ -109,9 +111,11 @@ def spectrum_report(
 
     report: dict = {"parameters": None, "examples": len(x), "blocks": {}}
     with progress(f"Hessian operator on {len(x)} examples"):
-        operator = HessianOperator(model, (x, y), loss=loss, blocks="layer" if layers else "model")
+        operator = HessianOperator(model, (x, y), loss=loss)
+        # An operator with several blocks makes the estimators answer per block: one operator per layer.
+        per_layer = HessianOperator(model, (x, y), loss=loss, blocks="layer") if layers else None
     report["parameters"] = operator.num_parameters
-    blocks = [("model", operator)] + ([(name, operator.block(name)) for name in operator.blocks] if layers else [])
+    blocks = [("model", operator)] + ([(name, per_layer.block(name)) for name in per_layer.blocks] if layers else [])
     for name, block in blocks:
         k = min(top_k, block.num_parameters)
         entry: dict = {"parameters": block.num_parameters}

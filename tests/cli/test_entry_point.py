@@ -17,7 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def _python(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     environment = dict(os.environ if env is None else env)
     environment["PYTHONPATH"] = ROOT + os.pathsep + environment.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=environment, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=environment, timeout=300, check=False
+    )
 
 
 def test_no_arguments_prints_the_help(capsys):
