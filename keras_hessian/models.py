@@ -34,7 +34,7 @@ def small_cnn(input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10, filte
 def strided_cnn(input_shape: tuple[int, ...] = (40, 1), classes: int = 10) -> keras.Model:
     """Three convolutions (the last two with stride 2) and a linear classifier, logits out.
 
-    The model of the ABSA table (`keras-hessian train`, `benchmarks/absa_table.py`): about 25k
+    The model of the ABSA table (`keras-hessian train`, `benchmarks/absa_table.py`): 15,914
     parameters on MNIST-1D. A 1-D input `(length, channels)` gets Conv1D layers with a first
     kernel of 5; an image `(height, width, channels)` gets Conv2D layers with a first kernel of 3.
 
