@@ -1,38 +1,53 @@
-"""keras-hessian: Hessian spectra, adaptive batch size, quantized layers and TFLite export for Keras 3."""
+"""keras-hessian: Hessian spectra, adaptive batch size, quantized layers and TFLite export for Keras 3.
 
-from keras_hessian.callbacks import (
-    AdaptiveBatchSize,
-    AdversarialAugmentation,
-    BatchIncreaseSchedule,
-    FixedBatchSize,
-    HessianSpectrum,
-    LinearScalingWarmup,
-)
-from keras_hessian.data import adaptive_dataset, load_digits, load_mnist1d
-from keras_hessian.export import evaluate_tflite, parity_report, to_tflite
-from keras_hessian.hessian import (
-    DensityResult,
-    EigenResult,
-    HessianOperator,
-    TraceResult,
-    hutchinson_trace,
-    spectral_density,
-    top_eigenvalues,
-)
-from keras_hessian.layers import (
-    BinaryConv1D,
-    BinaryConv2D,
-    BinaryDense,
-    DFP16Conv1D,
-    DFP16Conv2D,
-    DFP16Dense,
-    TernaryResidualConv1D,
-    TernaryResidualConv2D,
-    TernaryResidualDense,
-)
-from keras_hessian.quantize import quantization_summary, quantize_model
+The public names below are imported on first use (PEP 562), so `import keras_hessian` (and the
+`keras-hessian` command's `--help`) does not import TensorFlow. `from keras_hessian import
+HessianOperator` works as before. A model saved with quantized layers needs them registered
+with Keras before `keras.models.load_model`: import `keras_hessian.layers` (or any of its names)
+first.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from keras_hessian._version import __version__ as __version__
+
+# public name -> the module that defines it
+_LAZY_NAMES = {
+    "AdaptiveBatchSize": "keras_hessian.callbacks",
+    "AdversarialAugmentation": "keras_hessian.callbacks",
+    "BatchIncreaseSchedule": "keras_hessian.callbacks",
+    "BinaryConv1D": "keras_hessian.layers",
+    "BinaryConv2D": "keras_hessian.layers",
+    "BinaryDense": "keras_hessian.layers",
+    "DFP16Conv1D": "keras_hessian.layers",
+    "DFP16Conv2D": "keras_hessian.layers",
+    "DFP16Dense": "keras_hessian.layers",
+    "DensityResult": "keras_hessian.hessian",
+    "EigenResult": "keras_hessian.hessian",
+    "FixedBatchSize": "keras_hessian.callbacks",
+    "HessianOperator": "keras_hessian.hessian",
+    "HessianSpectrum": "keras_hessian.callbacks",
+    "LinearScalingWarmup": "keras_hessian.callbacks",
+    "TernaryResidualConv1D": "keras_hessian.layers",
+    "TernaryResidualConv2D": "keras_hessian.layers",
+    "TernaryResidualDense": "keras_hessian.layers",
+    "TraceResult": "keras_hessian.hessian",
+    "adaptive_dataset": "keras_hessian.data",
+    "evaluate_tflite": "keras_hessian.export",
+    "hutchinson_trace": "keras_hessian.hessian",
+    "load_digits": "keras_hessian.data",
+    "load_mnist1d": "keras_hessian.data",
+    "parity_report": "keras_hessian.export",
+    "quantization_summary": "keras_hessian.quantize",
+    "quantize_model": "keras_hessian.quantize",
+    "spectral_density": "keras_hessian.hessian",
+    "to_tflite": "keras_hessian.export",
+    "top_eigenvalues": "keras_hessian.hessian",
+}
+_SUBMODULES = ("callbacks", "data", "export", "hessian", "layers", "models", "plots", "quantize")
 
 __all__ = [
     "AdaptiveBatchSize",
@@ -66,3 +81,17 @@ __all__ = [
     "to_tflite",
     "top_eigenvalues",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -31,6 +31,33 @@ def small_cnn(input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10, filte
     )
 
 
+def strided_cnn(input_shape: tuple[int, ...] = (40, 1), classes: int = 10) -> keras.Model:
+    """Three convolutions (the last two with stride 2) and a linear classifier, logits out.
+
+    The model of the ABSA table (`keras-hessian train`, `benchmarks/absa_table.py`): 15,914
+    parameters on MNIST-1D. A 1-D input `(length, channels)` gets Conv1D layers with a first
+    kernel of 5; an image `(height, width, channels)` gets Conv2D layers with a first kernel of 3.
+
+    Args:
+        input_shape: `(length, channels)` for Conv1D or `(height, width, channels)` for Conv2D.
+        classes: number of output logits.
+    """
+    if len(input_shape) not in (2, 3):
+        raise ValueError(f"input_shape must have 2 (1-D signals) or 3 (images) dimensions. Received {input_shape}.")
+    conv = keras.layers.Conv2D if len(input_shape) == 3 else keras.layers.Conv1D
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            conv(32, 3 if len(input_shape) == 3 else 5, padding="same", activation="relu"),
+            conv(32, 3, strides=2, padding="same", activation="relu"),
+            conv(64, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(classes),
+        ],
+        name="strided_cnn",
+    )
+
+
 def small_mlp(input_dim: int = 64, hidden: int = 32, classes: int = 10) -> keras.Model:
     """A one-hidden-layer MLP (tanh), logits out."""
     return keras.Sequential(

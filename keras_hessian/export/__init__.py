@@ -15,9 +15,6 @@ from keras_hessian.export.inference_copy import inference_copy
 from keras_hessian.export.litert import evaluate_tflite, format_parity_report, parity_report, predict_tflite
 from keras_hessian.export.storage import narrow_integer_weights
 
-# The CLI's name from before the package split; use `check_output_path`.
-_check_output_path = check_output_path
-
 __all__ = [
     "MODES",
     "auto_mode",

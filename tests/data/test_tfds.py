@@ -43,7 +43,7 @@ def test_max_examples_and_the_tfds_prefix_of_load_dataset(mock_mnist, tmp_path):
 
 
 def test_cli_data_spec_reaches_tfds(mock_mnist):
-    from keras_hessian.cli import _load_data
+    from keras_hessian.cli._common import load_data as _load_data
 
     x, y = _load_data("tfds:mnist", "test")
     assert x.shape == (12, 28, 28, 1) and y.shape == (12,)

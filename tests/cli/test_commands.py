@@ -1,4 +1,4 @@
-"""The keras-hessian command, run in-process through its entry point."""
+"""The keras-hessian sub-commands end to end, run in-process through the entry point."""
 
 from __future__ import annotations
 
