@@ -2,9 +2,9 @@
 
 The public names below are imported on first use (PEP 562), so `import keras_hessian` (and the
 `keras-hessian` command's `--help`) does not import TensorFlow. `from keras_hessian import
-HessianOperator` works as before. A model saved with quantized layers needs them registered
-with Keras before `keras.models.load_model`: import `keras_hessian.layers` (or any of its names)
-first.
+HessianOperator` works as before. The quantized layers are still registered with Keras for
+`keras.models.load_model` after `import keras_hessian`: at once if Keras is already imported,
+else as soon as it is (`_registration.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from keras_hessian import _registration
 from keras_hessian._version import __version__ as __version__
+
+_registration.install()
 
 # public name -> the module that defines it
 _LAZY_NAMES = {
