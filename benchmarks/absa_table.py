@@ -11,23 +11,22 @@ share of wall time spent on Hessian work. Writes benchmarks/results/absa_table.{
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from benchmarks._common import parser as _parser
+from benchmarks._common import write_results
 from keras_hessian.callbacks import AdaptiveBatchSize, training_callbacks
 from keras_hessian.data import adaptive_dataset, load_mnist1d
+from keras_hessian.models import strided_cnn
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 LABELS = {
     "baseline": "BL (base batch)",
     "large": "BL (large batch)",
@@ -39,18 +38,9 @@ LABELS = {
 
 
 def build_model(seed: int, length: int = 40) -> keras.Model:
-    """A small 1D CNN for MNIST-1D (about 25k parameters)."""
+    """`keras_hessian.models.strided_cnn` for MNIST-1D (15,914 parameters), seeded."""
     keras.utils.set_random_seed(seed)
-    return keras.Sequential(
-        [
-            keras.Input((length, 1)),
-            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv1D(64, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10),
-        ]
-    )
+    return strided_cnn((length, 1))
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -199,13 +189,11 @@ def plot(histories: dict, path: str) -> None:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run")
+    parser = _parser(__doc__)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--samples", type=int, default=None, help="MNIST-1D examples, train + test")
     parser.add_argument("--methods", default=",".join(LABELS))
-    parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set lr=0.05 --set patience=2")
     args = parser.parse_args(argv)
@@ -249,15 +237,11 @@ def main(argv=None) -> dict:
         if method in ("abs", "absa"):
             histories[method] = runs[0]["epochs"]
 
-    os.makedirs(args.out, exist_ok=True)
     table = markdown(rows, config)
     print(table)
-    with open(os.path.join(args.out, "absa_table.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(args.out, "absa_table.json"), "w") as f:
-        json.dump({"rows": rows, "config": config, "histories": histories}, f, indent=1)
+    written = write_results("absa_table", {"rows": rows, "config": config, "histories": histories}, args.out, table)
     if histories:
-        plot(histories, os.path.join(args.out, "absa_table.png"))
+        plot(histories, str(written.with_suffix(".png")))
     return {"rows": rows, "config": config}
 
 

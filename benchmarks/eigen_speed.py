@@ -10,19 +10,20 @@ Writes benchmarks/results/eigen_speed.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks._common import parser, write_results
 from keras_hessian.data import load_digits
 from keras_hessian.hessian import HessianOperator, hutchinson_trace, top_eigenvalues
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def trained(kind: str, seed: int = 0):
@@ -96,16 +97,13 @@ def run(quick: bool = False, out: str | None = None) -> dict:
             cells = " ".join(f"{r['relative_error_mean']:7.2%} ({r['relative_error_max']:5.1%})" for r in rows)
             print(f"{kind:5s} {name:10s} {cells}")
     if out is None and not quick:
-        out = os.path.join(RESULTS, "eigen_speed.json")
-    if out:
+        write_results("eigen_speed", report)
+    elif out:
         with open(out, "w") as f:
             json.dump(report, f, indent=2)
     return report
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    run(args.quick, args.out)
+    args = parser(__doc__).parse_args()
+    run(args.quick, None if args.out is None else os.path.join(args.out, "eigen_speed.json"))

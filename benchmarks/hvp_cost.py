@@ -10,20 +10,21 @@ Writes benchmarks/results/hvp_cost.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks._common import parser, write_results
 from keras_hessian.hessian import HessianOperator
 from keras_hessian.hessian.operators import DEFAULT_HVP_METHOD, HVP_METHODS, tf_variable
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def build_cnn(quick: bool) -> keras.Model:
@@ -155,16 +156,13 @@ def run(quick: bool = False, out: str | None = None) -> dict:
     print(f"agreement of the two methods (relative): {results['method_agreement_relative']:.2e}")
     print(f"fastest: {results['fastest_method']}; default: {results['default_method']}")
     if out is None and not quick:
-        out = os.path.join(RESULTS, "hvp_cost.json")
-    if out:
+        write_results("hvp_cost", results)
+    elif out:
         with open(out, "w") as f:
             json.dump(results, f, indent=2)
     return results
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    run(args.quick, args.out)
+    args = parser(__doc__).parse_args()
+    run(args.quick, None if args.out is None else os.path.join(args.out, "hvp_cost.json"))

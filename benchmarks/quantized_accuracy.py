@@ -18,68 +18,32 @@ Writes benchmarks/results/quantized_accuracy.{json,md} and prints the table.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_hessian.data import load_digits, load_mnist1d
+from benchmarks._common import fit as _fit
+from benchmarks._common import input_shape, load, write_results
+from benchmarks._common import parser as _parser
+from keras_hessian.models import compact_cnn
 from keras_hessian.quantize import quantization_summary, quantize_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK_SIZE = 64
 
 
 def build_model(dataset: str, seed: int) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    if dataset == "digits":
-        layers = [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu"),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    else:
-        layers = [
-            keras.Input((40, 1)),
-            keras.layers.Conv1D(32, 5, padding="same", activation="relu"),
-            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    return keras.Sequential(layers, name=f"{dataset}_cnn")
-
-
-def load(dataset: str, quick: bool):
-    if dataset == "digits":
-        return load_digits(seed=0)
-    return load_mnist1d(num_samples=1000 if quick else 5000)
+    return compact_cnn(input_shape(dataset), output_activation="softmax")
 
 
 def fit(model, data, seed, epochs, learning_rate):
-    (x_train, y_train), _ = data
-    model.compile(
-        keras.optimizers.Adam(learning_rate),
-        "sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    keras.utils.set_random_seed(seed)
-    model.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=0)
-    return model
+    return _fit(model, data, epochs, learning_rate, seed=seed)
 
 
 def accuracy(model, data) -> float:
@@ -197,15 +161,14 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, tiny training: a smoke run")
+    parser = _parser(__doc__, "1 seed, tiny training: a smoke run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", nargs="+", default=["digits", "mnist1d"])
     parser.add_argument(
         "--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES),
         help="schemes to run (float32, the reference, always runs)",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", default=None, help="results directory (same as --out)")
     args = parser.parse_args(argv)
     seeds = 1 if args.quick else args.seeds
     start = time.time()
@@ -225,8 +188,6 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds": round(time.time() - start, 1),
         },
     }
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "quantized_accuracy.json").write_text(json.dumps(result, indent=2))
     markdown = table(rows)
     header = (
         "# Quantized accuracy\n\n"
@@ -235,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict:
         "Ternary-residual and binary keep the first and last layers in float32; bfloat16 and "
         "DFP-16 quantize every layer and train from the float32 model's initial weights.\n\n"
     )
-    (args.output / "quantized_accuracy.md").write_text(header + markdown + "\n")
+    write_results("quantized_accuracy", result, args.output or args.out, header + markdown)
     print(markdown)
     return result
 

@@ -25,7 +25,6 @@ Writes benchmarks/results/tflite_table.{json,md} and prints the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,16 +34,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import keras
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from keras_hessian.data import load_digits, load_mnist1d
+from benchmarks._common import RESULTS, fit, input_shape, load, write_results
 from keras_hessian.export import evaluate_tflite, parity_report, to_tflite
+from keras_hessian.models import compact_cnn
 from keras_hessian.quantize import quantize_model
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 COLUMNS = (
     "dataset",
@@ -62,40 +61,7 @@ COLUMNS = (
 
 def build_model(dataset: str, seed: int) -> keras.Model:
     keras.utils.set_random_seed(seed)
-    if dataset == "digits":
-        layers = [
-            keras.Input((8, 8, 1)),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_1"),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv_2"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(64, activation="relu", name="dense"),
-            keras.layers.Dense(10, name="logits"),
-        ]
-    else:
-        layers = [
-            keras.Input((40, 1)),
-            keras.layers.Conv1D(32, 5, padding="same", activation="relu", name="conv_1"),
-            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu", name="conv_2"),
-            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu", name="conv_3"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(64, activation="relu", name="dense"),
-            keras.layers.Dense(10, name="logits"),
-        ]
-    return keras.Sequential(layers, name=f"{dataset}_cnn")
-
-
-def load(dataset: str, quick: bool):
-    if dataset == "digits":
-        return load_digits(seed=0)
-    return load_mnist1d(num_samples=1000 if quick else 5000)
-
-
-def fit(model, data, epochs, learning_rate, seed=0):
-    (x_train, y_train), _ = data
-    model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
-    keras.utils.set_random_seed(seed)
-    model.fit(x_train, y_train, batch_size=64, epochs=epochs, verbose=0)
-    return model
+    return compact_cnn(input_shape(dataset))
 
 
 def median_ms(function, inputs) -> float:
@@ -209,10 +175,7 @@ def run(quick: bool = False, results_dir: Path = RESULTS, datasets=None) -> list
                         }
                     )
                     print(format_row(rows[-1]), flush=True)
-    results_dir = Path(results_dir)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "tflite_table.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    (results_dir / "tflite_table.md").write_text(markdown(rows, quick))
+    write_results("tflite_table", {"rows": rows}, results_dir, markdown(rows, quick))
     return rows
 
 

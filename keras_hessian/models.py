@@ -58,6 +58,45 @@ def strided_cnn(input_shape: tuple[int, ...] = (40, 1), classes: int = 10) -> ke
     )
 
 
+def compact_cnn(
+    input_shape: tuple[int, ...] = (8, 8, 1), classes: int = 10, output_activation: str | None = None
+) -> keras.Model:
+    """The CNN of the quantization and export benchmarks: digits (2-D) or MNIST-1D (1-D) input.
+
+    Digits: Conv2D(16, 3, same) -> Conv2D(32, 3) -> Dense(64) -> logits (about 44k float32
+    bytes of weights). MNIST-1D: Conv1D(32, 5, same) -> two Conv1D(32, 3, stride 2) -> Dense(64)
+    -> logits. Each layer is named (`conv_1`, ..., `dense`, `logits`) so plans can name them.
+
+    Args:
+        input_shape: `(8, 8, 1)` style for images, `(length, channels)` for 1-D signals.
+        classes: number of outputs.
+        output_activation: `None` for logits, or e.g. `"softmax"`.
+    """
+    if len(input_shape) == 3:
+        convolutions = [
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv_1"),
+            keras.layers.Conv2D(32, 3, activation="relu", name="conv_2"),
+        ]
+    elif len(input_shape) == 2:
+        convolutions = [
+            keras.layers.Conv1D(32, 5, padding="same", activation="relu", name="conv_1"),
+            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu", name="conv_2"),
+            keras.layers.Conv1D(32, 3, strides=2, padding="same", activation="relu", name="conv_3"),
+        ]
+    else:
+        raise ValueError(f"input_shape must have 2 (1-D signals) or 3 (images) dimensions. Received {input_shape}.")
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            *convolutions,
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(64, activation="relu", name="dense"),
+            keras.layers.Dense(classes, activation=output_activation, name="logits"),
+        ],
+        name="compact_cnn",
+    )
+
+
 def small_mlp(input_dim: int = 64, hidden: int = 32, classes: int = 10) -> keras.Model:
     """A one-hidden-layer MLP (tanh), logits out."""
     return keras.Sequential(

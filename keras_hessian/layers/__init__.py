@@ -1,4 +1,4 @@
-"""Quantized layers (binary, ternary-residual, DFP-16), their quantizers and bfloat16 helpers.
+"""Quantized layers (binary, ternary-residual, DFP-16, integer), their quantizers and bfloat16 helpers.
 
 The quantizers live in `keras_hessian.quantizers`; `keras_hessian.layers.quantizers` is the
 same names under their former path.
@@ -8,6 +8,7 @@ from keras_hessian import quantizers  # the quantizers, also reachable as keras_
 from keras_hessian.layers import registry
 from keras_hessian.layers.binary import BinaryConv1D, BinaryConv2D, BinaryDense
 from keras_hessian.layers.dfp16 import DFP16Conv1D, DFP16Conv2D, DFP16Dense
+from keras_hessian.layers.integer import IntegerConv1D, IntegerConv2D, IntegerDense
 from keras_hessian.layers.precision import (
     bfloat16_layer_policy,
     keeps_float32,
@@ -18,7 +19,7 @@ from keras_hessian.layers.ternary_residual import (
     TernaryResidualConv2D,
     TernaryResidualDense,
 )
-from keras_hessian.quantizers import DFP16, Binarize, Ternarize, TernaryResidual
+from keras_hessian.quantizers import DFP16, Binarize, Integer, Ternarize, TernaryResidual
 
 # Read from the one registry: a new quantized layer class registers itself and appears here.
 QUANTIZED_LAYERS = registry.quantized_layer_classes()
@@ -33,6 +34,10 @@ __all__ = [
     "DFP16Conv1D",
     "DFP16Conv2D",
     "DFP16Dense",
+    "Integer",
+    "IntegerConv1D",
+    "IntegerConv2D",
+    "IntegerDense",
     "Ternarize",
     "TernaryResidual",
     "TernaryResidualConv1D",

@@ -13,6 +13,9 @@ from keras_hessian.layers import (
     DFP16Conv1D,
     DFP16Conv2D,
     DFP16Dense,
+    IntegerConv1D,
+    IntegerConv2D,
+    IntegerDense,
     TernaryResidualConv1D,
     TernaryResidualConv2D,
     TernaryResidualDense,
@@ -30,6 +33,9 @@ CASES = [
     (DFP16Dense, {"units": 6}, (12,)),
     (DFP16Conv2D, {"filters": 4, "kernel_size": 3, "strides": (2, 1)}, (6, 6, 3)),
     (DFP16Conv1D, {"filters": 4, "kernel_size": 3, "padding": "same"}, (10, 2)),
+    (IntegerDense, {"units": 6, "bits": 4}, (12,)),
+    (IntegerConv2D, {"filters": 4, "kernel_size": 3, "bits": 8, "padding": "same"}, (6, 6, 3)),
+    (IntegerConv1D, {"filters": 4, "kernel_size": 3, "bits": 2, "strides": 2}, (10, 2)),
 ]
 IDS = [case[0].__name__ for case in CASES]
 
@@ -47,7 +53,7 @@ def sample(shape, batch=5, seed=1):
 
 def reference_linear(layer, x, kernel):
     """dense_or_conv written with tf.nn ops, independent of the layer's own `_linear`."""
-    if isinstance(layer, (BinaryDense, TernaryResidualDense, DFP16Dense)):
+    if isinstance(layer, (BinaryDense, TernaryResidualDense, DFP16Dense, IntegerDense)):
         return tf.matmul(x, kernel)
     return tf.nn.convolution(
         x,
@@ -91,6 +97,10 @@ def test_quantized_kernels_are_what_the_quantizers_say():
     dfp = make_layer(DFP16Dense, {"units": 3}, x_shape)
     mantissa, exponent = numpy_dfp(dfp.kernel.numpy())  # the rule written out in numpy
     np.testing.assert_array_equal(dfp.quantized_kernel(), (mantissa * 2.0**exponent).astype(np.float32))
+    int4 = make_layer(IntegerDense, {"units": 3, "bits": 4}, x_shape)
+    w = int4.kernel.numpy().astype(np.float64)
+    step = np.abs(w).max(axis=0) / 7  # symmetric int4: levels -7..7 per output channel
+    np.testing.assert_allclose(int4.quantized_kernel(), np.round(w / step) * step, rtol=1e-6, atol=1e-7)
 
 
 # --------------------------------------------------------------------------- DFP-16 integers
@@ -289,6 +299,7 @@ def test_training_steps_lower_the_loss(cls, arguments, shape):
 
 
 def test_registry_lists_all_layers():
-    assert len(QUANTIZED_LAYERS) == 9
+    # Four families (binary, ternary-residual, DFP-16, integer) x (Dense, Conv2D, Conv1D).
+    assert set(QUANTIZED_LAYERS) == {case[0] for case in CASES} and len(QUANTIZED_LAYERS) == 12
     for cls in QUANTIZED_LAYERS:
         assert keras.saving.get_registered_name(cls) == f"keras_hessian>{cls.__name__}"
