@@ -1,7 +1,8 @@
 """The house of DESIGN.md, checked from the source: one-way imports, no cycles, small modules.
 
-Data flows one way: data -> engine (hessian) -> ops -> callbacks -> quantizers -> layers -> quantize
--> export -> plots/models -> cli. A module may import its own room and any room below it, never one
+Data flows one way: data -> engine (hessian) -> ops -> callbacks / pruning -> quantizers -> layers ->
+quantize -> hawq -> export -> plots/models -> cli. HAWQ sits above quantize (its plan's perturbation
+terms are computed with the quantizers of the layers it would install), below export. A module may import its own room and any room below it, never one
 above; modules form no import cycle; no module holds more than about 400 lines.
 """
 
@@ -19,7 +20,7 @@ RANKS = {
     "hessian": 2,
     "ops": 3,
     "callbacks": 4,
-    "hawq": 4,
+    "hawq": 7.5,
     "pruning": 4,
     "quantizers": 5,
     "layers": 6,

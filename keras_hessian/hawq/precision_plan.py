@@ -26,7 +26,8 @@ class LayerChoice:
     Attributes:
         name: the layer's path in the model.
         parameters: weights in its kernel.
-        sensitivity: the (average-trace or eigenvalue) sensitivity the objective used.
+        sensitivity: the (average-trace or eigenvalue) sensitivity the objective used; None for a
+            pinned layer (kept in float32, not planned).
         precision: the chosen candidate's name.
         spec: the `quantize_model` spec of that candidate (a scheme name or a dict).
         options: `{candidate: {"objective", "perturbation", "bytes", "bops"}}` for every candidate
@@ -35,7 +36,7 @@ class LayerChoice:
 
     name: str
     parameters: int
-    sensitivity: float
+    sensitivity: float | None
     precision: str
     spec: Any
     options: dict = field(default_factory=dict)
@@ -103,7 +104,8 @@ class PrecisionPlan(Mapping):
         """A markdown table: layer, parameters, sensitivity, precision, bytes."""
         lines = ["| layer | parameters | sensitivity | precision | bytes |", "|---|---:|---:|---|---:|"]
         for row in self.layers.values():
-            lines.append(f"| {row.name} | {row.parameters:,} | {row.sensitivity:.4g} | {row.precision} | {row.bytes:,} |")
+            sensitivity = "pinned" if row.sensitivity is None else f"{row.sensitivity:.4g}"
+            lines.append(f"| {row.name} | {row.parameters:,} | {sensitivity} | {row.precision} | {row.bytes:,} |")
         lines.append(
             f"| total | {sum(r.parameters for r in self.layers.values()):,} | | "
             f"{self.size_ratio:.3f} x float32 | {self.predicted_bytes:,} |"
