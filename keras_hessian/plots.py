@@ -89,3 +89,51 @@ def plot_history(series: Mapping[str, Sequence[float]], path: str | os.PathLike,
     if title:
         axes[0, 0].set_title(title)
     return _save(fig, path)
+
+
+def plot_sensitivity(plan, path: str | os.PathLike, *, title: str | None = None) -> str:
+    """Draw per-layer sensitivity (log bars) labelled with each layer's chosen precision, to PNG.
+
+    Example:
+
+    ```python
+    plot_sensitivity(assign_precision(model, (x, y), budget=0.15), "sensitivity.png")
+    ```
+
+    Args:
+        plan: a `PrecisionPlan` (pinned layers are drawn hatched, without a sensitivity), or a
+            `{layer: LayerSensitivity or number}` mapping (no precisions then).
+        path: the PNG file to write.
+        title: the figure's title.
+
+    Returns:
+        The path written.
+    """
+    rows = getattr(plan, "layers", None)
+    if rows is not None:
+        names = list(rows)
+        values = [rows[n].sensitivity for n in names]
+        labels = [rows[n].precision for n in names]
+    else:
+        names = list(plan)
+        values = [getattr(plan[n], "sensitivity", plan[n]) for n in names]
+        labels = [""] * len(names)
+    if not names:
+        raise ValueError("plan must hold at least one layer. Received an empty plan.")
+    known = [v for v in values if v is not None and v > 0]
+    floor = min(known) / 10 if known else 1e-12
+    fig = _figure(figsize=(max(5.0, 0.8 * len(names) + 2), 4))
+    ax = fig.subplots()
+    palette = {}
+    for i, (value, label) in enumerate(zip(values, labels)):
+        color = palette.setdefault(label, f"C{len(palette) % 10}")
+        pinned = value is None
+        ax.bar(i, floor if pinned else max(value, floor), color="white" if pinned else color, edgecolor=color,
+               hatch="//" if pinned else None)
+        ax.annotate(label + (" (pinned)" if pinned else ""), (i, floor if pinned else max(value, floor)),
+                    ha="center", va="bottom", fontsize="small", rotation=90 if len(names) > 6 else 0)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
+    ax.set_ylabel(f"sensitivity ({getattr(plan, 'metric', 'trace')} per weight)")
+    ax.set_title(title or "Per-layer Hessian sensitivity and chosen precision")
+    return _save(fig, path)

@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from keras_hessian.plots import plot_history
+from keras_hessian.plots import plot_history, plot_sensitivity
 
 
 def test_plotting_leaves_the_matplotlib_backend_alone(tmp_path):
@@ -40,3 +40,19 @@ def test_history_png_is_a_png(tmp_path):
 def test_missing_directory_is_named(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         plot_history({"loss": [1.0]}, tmp_path / "nowhere" / "h.png")
+
+
+def test_sensitivity_png_from_a_plan(tmp_path):
+    from keras_hessian.hawq.precision_plan import LayerChoice, PrecisionPlan
+
+    rows = {
+        "conv": LayerChoice("conv", 144, None, "float32", "float32", {"float32": {"bytes": 640}}),
+        "dense": LayerChoice("dense", 4096, 0.02, "int4", {"scheme": "integer", "bits": 4}, {"int4": {"bytes": 2300}}),
+        "logits": LayerChoice("logits", 320, 1.5, "int8", {"scheme": "integer", "bits": 8}, {"int8": {"bytes": 400}}),
+    }
+    plan = PrecisionPlan(layers=rows, budget_bytes=4000.0, float32_bytes=18240, metric="trace")
+    path = plot_sensitivity(plan, tmp_path / "s.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at least one layer"):
+        plot_sensitivity({}, tmp_path / "e.png")

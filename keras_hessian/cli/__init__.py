@@ -1,4 +1,4 @@
-"""The `keras-hessian` command: one module per sub-command (`demo`, `spectrum`, `train`, `export`).
+"""The `keras-hessian` command: one module per sub-command (`demo`, `spectrum`, `train`, `quantize`, `export`).
 
 Each sub-command module has `add_parser(subparsers)` and `run(args)`. Building the parser imports
 no TensorFlow, so `--help`, `--version` and argument errors are instant; a sub-command imports
@@ -12,12 +12,10 @@ import sys
 import traceback
 
 from keras_hessian._version import __version__
-from keras_hessian.cli import demo, export, spectrum, train
+from keras_hessian.cli import demo, export, quantize, spectrum, train
 from keras_hessian.cli._common import add_verbose, one_line, quiet_warnings
 
-# The data spec as tests/data/test_tfds.py imports it.
-
-_COMMANDS = (demo, spectrum, export, train)
+_COMMANDS = (demo, spectrum, train, quantize, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import uuid
 from typing import Any
 
 from keras_hessian._validation import check_int
@@ -18,11 +17,11 @@ from keras_hessian.cli._common import (
     add_verbose,
     check_input_file,
     check_output_file,
-    load_data,
     quiet_tensorflow,
     warn,
 )
 from keras_hessian.cli._model import load_model, same_file
+from keras_hessian.cli._tflite import export_data, write_checked
 
 # keras_hessian.export.MODES, spelled out so that `--help` needs no TensorFlow (a test keeps them equal).
 MODES = ("auto", "float32", "float16", "dynamic_int8", "int8", "int16x8")
@@ -82,43 +81,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, command="export", unsafe=args.unsafe)
     calibration = evaluation = None
     if args.data is not None:
-        calibration, evaluation = _export_data(args.data, model)
+        calibration, evaluation = export_data(args.data, model)
         calibration = calibration[:representative_examples]
     shown_mode = f"auto ({export.auto_mode(model)})" if args.mode == "auto" else args.mode
-    target = os.path.abspath(os.path.expanduser(args.output))
-    # Convert and check a temporary file next to the target; an existing file at the
-    # target is replaced only once the conversion and the parity report succeeded.
-    directory, name = os.path.split(target)
-    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tflite")
-    try:
-        written = export.to_tflite(model, temporary, mode=args.mode, representative_data=calibration)
-        report = None if evaluation is None else export.parity_report(model, written, evaluation)
-        os.replace(written, target)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    target, report = write_checked(model, args.output, args.mode, calibration, evaluation)
     if report is None:
         print(f"wrote {target} ({os.path.getsize(target):,} bytes, mode {shown_mode})")
         return 0
     print(f"{'mode':<20} {shown_mode}")
     print(export.format_parity_report(report, target))
     return 0
-
-
-def _export_data(name: str, model: Any) -> tuple[Any, tuple[Any, Any]]:
-    """(calibration inputs, (test inputs, test labels)) shaped for `model`'s input.
-
-    Unlike `fit_inputs` a layout that does not fit is passed on as is, so that the parity
-    report names the shapes that disagree.
-    """
-    import numpy as np
-
-    (x_train, _), (x_test, y_test) = load_data(name, "train"), load_data(name, "test")
-    shape = tuple(model.input_shape[1:])
-
-    def fit(x):
-        if None not in shape and x.shape[1:] != shape and x[0].size == int(np.prod(shape)):
-            return x.reshape((len(x), *shape))
-        return x
-
-    return fit(x_train).astype("float32"), (fit(x_test).astype("float32"), y_test)

@@ -98,7 +98,7 @@ def test_measured_sensitivities_and_the_uniform_ablation(trained):
 
 
 def test_bad_input_is_named_and_the_model_is_unchanged(trained):
-    model, data = trained
+    model, _ = trained
     weights = [w.copy() for w in model.get_weights()]
     with pytest.raises(ValueError, match="precision must be one of"):
         assign_precision(model, candidates=["int3"], budget=0.1, sensitivity=SENSITIVITY)
