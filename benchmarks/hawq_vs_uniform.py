@@ -128,7 +128,7 @@ def run_seed(dataset, seed, data, config, scratch, log) -> list[dict]:
                 continue
             result = evaluate_plan(base, plan, data, config, scratch, f"{dataset}_{seed}_{budget}_{name}")
             rows.append({"plan": name, "budget": budget, "size_bytes": plan.predicted_bytes,
-                         "precisions": plan.precisions, **result})
+                         "float32_bytes": plan.float32_bytes, "precisions": plan.precisions, **result})
             log(f"{dataset} seed {seed} budget {budget:.3f} {name:18s} acc {result['accuracy']:.4f} "
                 f"litert {result['litert_accuracy']:.4f} bytes {plan.predicted_bytes} file {result['tflite_bytes']}")
         draws = random_plans(plans["hawq"], budget * plans["hawq"].float32_bytes, config["random_plans"], rng)
@@ -136,6 +136,7 @@ def run_seed(dataset, seed, data, config, scratch, log) -> list[dict]:
                    for i, (p, _) in enumerate(draws)]
         sizes = [size for _, size in draws]
         rows.append({"plan": "random", "budget": budget, "size_bytes": statistics.mean(sizes),
+                     "float32_bytes": plans["hawq"].float32_bytes,
                      "accuracy": statistics.mean(r["accuracy"] for r in results),
                      "litert_accuracy": statistics.mean(r["litert_accuracy"] for r in results),
                      "tflite_bytes": statistics.mean(r["tflite_bytes"] for r in results), "draws": len(draws)})
@@ -152,6 +153,7 @@ def aggregate(records: list[dict], dataset: str) -> list[dict]:
         rows.append({
             "plan": plan, "budget": budget, "dataset": dataset,
             "size_bytes": None if group[0]["size_bytes"] is None else statistics.mean(r["size_bytes"] for r in group),
+            "float32_bytes": group[0].get("float32_bytes"),
             "tflite_bytes": statistics.mean(r["tflite_bytes"] for r in group),
             "accuracy_mean": statistics.mean(accuracies),
             "accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
