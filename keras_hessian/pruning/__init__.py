@@ -2,7 +2,7 @@
 
 tensorflow-model-optimization's `prune_low_magnitude` rejects Keras 3 models, so the parts that
 touch the model are ours; its schedules (`PolynomialDecay`, `ConstantSparsity`) run standalone
-and drive `keras_hessian.callbacks.HessianPruning` during `fit`.
+and drive `keras_hessian.callbacks.PruneDuringTraining` during `fit`.
 """
 
 from keras_hessian.pruning.allocation import ALLOCATIONS, allocate_by_sensitivity, hessian_allocation, layer_sparsities
