@@ -30,6 +30,9 @@ A composed step does, for each batch:
   the loss tracker are updated per micro-batch with sample counts, so they report the batch.
   Memory holds the inputs of the whole batch but the activations of one micro-batch only.
 
+Then, in both cases, each transform's `after_step(model)` runs once, after the optimizer's
+update (pruning's masks, so that pruned weights are exactly zero when the step ends).
+
 Failure safety: if `fit` raises, Keras skips `on_train_end`, so the composed function would
 stay cached in `model.train_function`. The function installed here is therefore guarded: each
 participating callback announces every batch in `on_train_batch_begin`; a call that nobody
@@ -65,6 +68,9 @@ class StepTransform:
             fit, an error in a step, a later fit finding it stale, or an `evaluate`/`predict`).
         supports_xla: False if the transform cannot run in an XLA-compiled step; the fit then
             runs without XLA (with a warning naming the callback) and `jit_compile` comes back.
+        after_step: `f(model)`, run inside the traced step after the optimizer applied the
+            gradients (its variable writes are ordered after the update by TensorFlow's
+            automatic control dependencies).
     """
 
     def __init__(
@@ -74,11 +80,13 @@ class StepTransform:
         *,
         on_restore: Callable[[], None] | None = None,
         supports_xla: bool = True,
+        after_step: Callable | None = None,
     ):
         self.transform_batch = transform_batch
         self.micro_batch_size = micro_batch_size
         self.on_restore = on_restore
         self.supports_xla = supports_xla
+        self.after_step = after_step
 
 
 class _Session:
@@ -171,6 +179,9 @@ def _compose(model, session: _Session) -> Callable:
         )
     else:
         inner = _accumulating_step(model, min(micro_sizes), transform)
+    after_steps = [t.after_step for t in transforms if t.after_step is not None]
+    if after_steps:
+        inner = _then(inner, model, after_steps)
 
     if model.jit_compile:
         # An XLA-compiled step is one op whose inputs are the batch: it waits for get_next as a
@@ -184,6 +195,16 @@ def _compose(model, session: _Session) -> Callable:
         # phantom iteration per epoch), and reads of callback variables could race get_next.
         with tf.control_dependencies([t for t in tf.nest.flatten(data) if t is not None]):
             return inner(data)
+
+    return step
+
+
+def _then(inner: Callable, model, after_steps: list) -> Callable:
+    def step(data):
+        logs = inner(data)
+        for f in after_steps:
+            f(model)
+        return logs
 
     return step
 

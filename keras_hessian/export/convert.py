@@ -28,9 +28,12 @@ from keras_hessian.export.representative_data import representative_dataset
 from keras_hessian.export.storage import store_dynamic_range_weights
 from keras_hessian.layers.registry import is_quantized_layer
 
-__all__ = ["MODES", "auto_mode", "to_tflite"]
+__all__ = ["MODES", "SPARSE_MODES", "auto_mode", "to_tflite"]
 
 MODES = ("auto", "float32", "float16", "dynamic_int8", "int8", "int16x8")
+# Modes the converter's sparsity pass (`EXPERIMENTAL_SPARSITY`) combines with; "dynamic_int8"
+# weights are rewritten by storage.py afterwards, which knows no sparse tensors.
+SPARSE_MODES = ("float32", "int8")
 _MODES_NEEDING_DATA = ("int8", "int16x8")
 # Bits up to which a quantized kernel is represented exactly (binary, ternary) or nearly
 # (ternary residual r >= 2) by int8 with one scale per output channel.
@@ -44,6 +47,7 @@ def to_tflite(
     mode: str = "auto",
     representative_data: Any = None,
     narrow_weights: bool = True,
+    sparse: bool = False,
 ) -> pathlib.Path:
     """Convert a Keras model to a TFLite flatbuffer file that LiteRT runs.
 
@@ -108,6 +112,12 @@ def to_tflite(
         narrow_weights: in `"dynamic_int8"` mode, store a weight tensor in int4 or int2 when
             that is lossless (checked in LiteRT against the int8 file): binary kernels
             (+-alpha_c per output channel) then take 2 bits per weight.
+        sparse: store pruned weight tensors in TFLite's sparse format
+            (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`; values plus index arrays, for a kernel
+            sparse enough to gain), in `"float32"` or `"int8"` mode (`SPARSE_MODES`): pruning and
+            quantization combined. LiteRT's default XNNPACK delegate refuses sparse float32
+            FullyConnected weights: run such a file with
+            `experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`.
 
     Returns:
         The path written, as a `pathlib.Path`.
@@ -121,10 +131,13 @@ def to_tflite(
     check_model(model)
     check_choice("mode", mode, MODES)
     narrow_weights = check_bool("narrow_weights", narrow_weights)
+    sparse = check_bool("sparse", sparse)
     target = check_output_path(path)
     keep_float_layers = mode == "auto"
     if mode == "auto":
         mode = auto_mode(model)
+    if sparse and mode not in SPARSE_MODES:
+        raise ValueError(f"sparse=True works with mode in {list(SPARSE_MODES)}. Received mode={mode!r}.")
     if mode in _MODES_NEEDING_DATA and representative_data is None:
         raise ValueError(
             f"mode={mode!r} calibrates activation ranges and needs representative_data "
@@ -140,6 +153,8 @@ def to_tflite(
     )
     # "dynamic_int8" converts in float32; storage.py then quantizes the weights it chooses.
     converter = _make_converter(inference.model, "float32" if mode == "dynamic_int8" else mode, representative)
+    if sparse:
+        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     try:
         # The converter's SavedModel step prints its endpoints; keep stdout for the user.
         # Float inputs/outputs are kept on purpose: the converter's warning about missing

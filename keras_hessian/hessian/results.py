@@ -81,6 +81,52 @@ class TraceResult:
 
 
 @dataclass
+class DiagonalResult:
+    """A stochastic estimate of the Hessian's diagonal, shaped like the operator's variables.
+
+    Attributes:
+        diagonal: one numpy array per variable, the estimate of each H_ii.
+        standard_error: one numpy array per variable, each entry's standard error (sample
+            standard deviation of z_i (Hz)_i / sqrt(probes)).
+        num_probes: probes averaged.
+        hvp_count: Hessian-vector products spent.
+        names: the variables' names (paths), in the order of `diagonal`.
+    """
+
+    diagonal: list
+    standard_error: list
+    num_probes: int
+    hvp_count: int
+    names: list = field(default_factory=list)
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of entries estimated."""
+        return int(sum(np.asarray(d).size for d in self.diagonal))
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray]:
+        """The diagonal and its standard errors as two flat arrays (variables in order)."""
+        if not self.diagonal:
+            return np.zeros(0), np.zeros(0)
+        return (
+            np.concatenate([np.ravel(d) for d in self.diagonal]),
+            np.concatenate([np.ravel(e) for e in self.standard_error]),
+        )
+
+    def __repr__(self) -> str:
+        diagonal, error = self.flat()
+        shapes = ", ".join(str(tuple(np.shape(d))) for d in self.diagonal[:_SHOWN])
+        if len(self.diagonal) > _SHOWN:
+            shapes += ", ..."
+        total = _number(diagonal.sum()) if diagonal.size else "0"
+        mean_error = _number(float(np.sqrt(np.mean(error**2))), 3) if error.size else "0"
+        return (
+            f"DiagonalResult(shapes=[{shapes}], sum={total}, rms_standard_error={mean_error}, "
+            f"num_probes={self.num_probes}, hvp_count={self.hvp_count})"
+        )
+
+
+@dataclass
 class DensityResult:
     """Spectral density of the Hessian by stochastic Lanczos quadrature.
 
