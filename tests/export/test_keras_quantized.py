@@ -52,7 +52,6 @@ def test_keras_quantized_model_exports_at_its_width(float_mlp, digits, tmp_path,
     assert report["top1_agreement"] >= 0.99, report
     float_path = to_tflite(float_mlp, tmp_path / "float.tflite")
     ratio = os.path.getsize(path) / os.path.getsize(float_path)
-    print(mode, os.path.getsize(path), os.path.getsize(float_path), ratio)
     assert ratio < {"int8": 0.35, "int4": 0.22}[mode], ratio
 
 
