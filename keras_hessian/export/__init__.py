@@ -2,8 +2,10 @@
 
 - `convert.py`: `to_tflite`, its `MODES` and `auto_mode`, the converter set-up, conversion errors;
 - `inference_copy.py`: the float32 copy that is converted (quantized layers folded, bfloat16
-  rebuilt), with `ternary_split.py` (a ternary-residual Dense as int2 pieces);
-- `storage.py`: sub-8-bit weight storage through `ai-edge-quantizer`;
+  rebuilt), with `ternary_split.py` (a ternary-residual Dense as int2 pieces) and
+  `keras_quantized.py` (Dense layers quantized by Keras' own `model.quantize`);
+- `storage.py`: sub-8-bit weight storage of `"dynamic_int8"` files through `ai-edge-quantizer`;
+- `planned_storage.py`: `"auto"` files of quantized models, each layer at its own precision;
 - `representative_data.py`: calibration data for the int8 / int16x8 modes;
 - `litert.py`: `predict_tflite`, `evaluate_tflite`, `parity_report`, `format_parity_report`;
 - `_files.py`: output-path checks and atomic writes.

@@ -1,8 +1,9 @@
 """Conversion of a Keras model to a TFLite file: the modes, `auto_mode`, the converter set-up.
 
 Conversion goes through `tf.lite.TFLiteConverter.from_keras_model` on the float32 inference copy
-(`inference_copy.py`); `"dynamic_int8"` weights are then stored by `storage.py`. A converter
-failure is re-raised as a ValueError naming the user's layer. The file is written atomically.
+(`inference_copy.py`); `"dynamic_int8"` weights are then stored by `storage.py`, and the weights of
+an `"auto"` file of a quantized model layer by layer by `planned_storage.py`. A converter failure
+is re-raised as a ValueError naming the user's layer. The file is written atomically.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from keras_hessian._validation import check_bool, check_choice
 from keras_hessian.export._checks import check_model
 from keras_hessian.export._files import check_output_path, write_atomically
 from keras_hessian.export.inference_copy import build_inference_copy
+from keras_hessian.export.keras_quantized import is_keras_quantized
+from keras_hessian.export.planned_storage import store_planned_weights
 from keras_hessian.export.representative_data import representative_dataset
 from keras_hessian.export.storage import store_dynamic_range_weights
 from keras_hessian.layers.registry import is_quantized_layer
@@ -34,10 +37,9 @@ MODES = ("auto", "float32", "float16", "dynamic_int8", "int8", "int16x8")
 # Modes the converter's sparsity pass (`EXPERIMENTAL_SPARSITY`) combines with; "dynamic_int8"
 # weights are rewritten by storage.py afterwards, which knows no sparse tensors.
 SPARSE_MODES = ("float32", "int8")
+# What `auto_mode` answers for a model whose layers are stored each at its own precision.
+PER_LAYER = "per_layer"
 _MODES_NEEDING_DATA = ("int8", "int16x8")
-# Bits up to which a quantized kernel is represented exactly (binary, ternary) or nearly
-# (ternary residual r >= 2) by int8 with one scale per output channel.
-_INT8_EXACT_BITS = 8
 
 
 def to_tflite(
@@ -78,16 +80,26 @@ def to_tflite(
     - `"int16x8"`: int8 weights (TFLite has no int16 weights), int16 activations, calibrated
       on `representative_data`. In `"int8"` and `"int16x8"` the calibrated fixed-point
       activations replace a DFP-16 layer's dynamic input quantizer.
-    - `"auto"` (default): `"float32"` for a model without quantized layers;
-      `"dynamic_int8"` when every quantized kernel has at most 8 bits. There binary weights
-      +-alpha_c (output channel c) are exactly the int8 levels +-127 at scale alpha_c / 127,
-      hence exactly +-1 in int2 at scale alpha_c: the file takes ~2 bits per weight with no
-      weight error. Block-wise ternary(-residual) weights, whose alphas vary by block
-      within a channel, are rounded to the channel's int8 grid (error at most
-      max|W[..., c]| / 254 per weight) unless split into int2 pieces as above.
-      `"float16"` when a kernel has more bits (DFP-16): int16x8 would cut the 16-bit DFP
-      kernel to int8, so it is kept as IEEE half instead (11 significant bits rather than
-      a 15-bit mantissa under one shared exponent, at the same 2 bytes per weight).
+    - `"auto"` (default): `"float32"` for a model without quantized layers (a bfloat16
+      model included: its file then matches the float32 rebuild); otherwise each layer at
+      its own precision (`planned_storage.py`), as a per-layer plan
+      (`quantize_model(model, {layer: spec})`, e.g. from HAWQ) asks:
+
+      - integer layers (`IntegerDense`, ... with `bits`) and Dense layers quantized by Keras'
+        `model.quantize("int8" | "int4")`: int8 / int4 (int2 for a 2-bit FullyConnected)
+        per output channel, the layer's own grid, exactly (Keras' sub-channel int4 is
+        re-stored per channel);
+      - binary and ternary kernels: the narrowest of int2 (FullyConnected), int4 or int8
+        that holds their levels exactly; binary weights +-alpha_c are +-1 in int2 at scale
+        alpha_c. A ternary-residual Dense is split into int2 pieces where that makes the
+        file smaller; otherwise its folded kernel is rounded to the channel's int8 grid
+        when block-wise alphas put it off any grid (error at most max|W[..., c]| / 254);
+      - DFP-16, float16 and bfloat16 layers: float16 (for DFP-16 an IEEE half keeps 11
+        significant bits rather than a 15-bit mantissa under one shared exponent, at the
+        same 2 bytes per weight);
+      - float32 layers (e.g. the first and last, which plans keep float): float32.
+
+      Integer storage uses LiteRT's dynamic-range (hybrid) kernels, as `"dynamic_int8"`.
 
     References: TFLite post-training quantization (Jacob et al., 2018, "Quantization and
     Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference").
@@ -109,9 +121,9 @@ def to_tflite(
             an array of examples (batch axis first), an `(x, y)` tuple, a `tf.data.Dataset`
             of examples or batches, or a TFLite-style callable returning an iterable of
             `[input_batch]` lists. A few hundred examples are enough.
-        narrow_weights: in `"dynamic_int8"` mode, store a weight tensor in int4 or int2 when
-            that is lossless (checked in LiteRT against the int8 file): binary kernels
-            (+-alpha_c per output channel) then take 2 bits per weight.
+        narrow_weights: in `"dynamic_int8"` and `"auto"` modes, store a weight tensor in int4
+            or int2 when that is lossless (checked in LiteRT against the int8 file): binary
+            kernels (+-alpha_c per output channel) then take 2 bits per weight.
         sparse: store pruned weight tensors in TFLite's sparse format
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`; values plus index arrays, for a kernel
             sparse enough to gain), in `"float32"` or `"int8"` mode (`SPARSE_MODES`): pruning and
@@ -133,11 +145,13 @@ def to_tflite(
     narrow_weights = check_bool("narrow_weights", narrow_weights)
     sparse = check_bool("sparse", sparse)
     target = check_output_path(path)
-    keep_float_layers = mode == "auto"
     if mode == "auto":
         mode = auto_mode(model)
     if sparse and mode not in SPARSE_MODES:
         raise ValueError(f"sparse=True works with mode in {list(SPARSE_MODES)}. Received mode={mode!r}.")
+    per_layer = mode == PER_LAYER
+    if per_layer:
+        mode = "dynamic_int8"  # converted in float32; planned_storage.py stores each layer
     if mode in _MODES_NEEDING_DATA and representative_data is None:
         raise ValueError(
             f"mode={mode!r} calibrates activation ranges and needs representative_data "
@@ -166,41 +180,34 @@ def to_tflite(
         raise _conversion_error(error, inference.model, inference.origin, mode) from error
     if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
         raise ValueError(f"The TFLite converter returned no valid flatbuffer for mode={mode!r}.")
-    if mode == "dynamic_int8":
+    if per_layer:
+        flatbuffer = store_planned_weights(flatbuffer, list(inference.kernel_storage), narrow=narrow_weights)
+    elif mode == "dynamic_int8":
         flatbuffer = store_dynamic_range_weights(
-            flatbuffer,
-            inference.quantized_kernels,
-            float_layers=not keep_float_layers,
-            narrow=narrow_weights,
+            flatbuffer, inference.quantized_kernels, float_layers=True, narrow=narrow_weights
         )
     write_atomically(target, flatbuffer)
     return target
 
 
 def auto_mode(model: keras.Model) -> str:
-    """The mode `to_tflite(model, path)` picks: the narrowest storage that keeps the weights.
+    """What `to_tflite(model, path)` does: `"float32"`, or `"per_layer"` storage.
 
-    `"float32"` without quantized layers; `"dynamic_int8"` when every quantized kernel has
-    at most 8 bits (binary, ternary, ternary residual); `"float16"` otherwise (DFP-16).
+    `"float32"` for a model without quantized layers (ours or Keras'); `"per_layer"` otherwise:
+    each layer stored at its own precision (see `to_tflite`).
 
     Example:
 
     ```python
-    auto_mode(quantize_model(model, "binary"))  # 'dynamic_int8'
+    auto_mode(quantize_model(model, "binary"))  # 'per_layer'
     ```
 
     Args:
         model: a built Keras model.
     """
     check_model(model)
-    bits = [
-        getattr(layer.kernel_quantizer, "precision", 32)
-        for layer in flatten_layers(model)
-        if is_quantized_layer(layer)
-    ]
-    if not bits:
-        return "float32"
-    return "dynamic_int8" if max(bits) <= _INT8_EXACT_BITS else "float16"
+    quantized = any(is_quantized_layer(layer) or is_keras_quantized(layer) for layer in flatten_layers(model))
+    return PER_LAYER if quantized else "float32"
 
 
 def _make_converter(model: keras.Model, mode: str, representative) -> tf.lite.TFLiteConverter:

@@ -1,9 +1,12 @@
 """The float32 inference copy that `to_tflite` converts: quantized layers folded, bfloat16 rebuilt.
 
-Quantized layers (binary, ternary-residual, DFP-16) become plain `Dense` / `Conv` layers whose
-kernel is the layer's `quantized_kernel()` folded into a constant, preceded by the layer's input
-quantizer (ordinary TFLite ops). Layers under a bfloat16 policy are rebuilt in float32 (TFLite has
-no bfloat16 kernels). The user's model is never changed.
+Quantized layers (binary, ternary-residual, DFP-16, integer, float16) become plain `Dense` / `Conv`
+layers whose kernel is the layer's `quantized_kernel()` folded into a constant, preceded by the
+layer's input quantizer (ordinary TFLite ops). Dense layers quantized by Keras' own
+`model.quantize("int8" | "int4")` become float32 Dense layers holding their dequantized kernel
+(`keras_quantized.py`). Layers under a bfloat16 policy are rebuilt in float32 (TFLite has no
+bfloat16 kernels). Each folded kernel carries how an `"auto"` file stores it (`KernelStorage`).
+The user's model is never changed.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import numpy as np
 from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._compat import flatten_layers
 from keras_hessian.export._checks import check_model
+from keras_hessian.export.keras_quantized import float_dense_config, is_keras_quantized, keras_dense_kernel
+from keras_hessian.export.planned_storage import KernelStorage
 from keras_hessian.export.ternary_split import TernaryTermsDense, ternary_pieces
 from keras_hessian.layers.registry import is_quantized_layer
-from keras_hessian.quantizers import DFP16
+from keras_hessian.quantizers import DFP16, Integer
 
 __all__ = ["InferenceCopy", "build_inference_copy", "float32_weight", "inference_copy"]
 
@@ -56,11 +61,14 @@ class InferenceCopy:
         origin: its layer names -> the user's layers (to name a layer in conversion errors).
         quantized_kernels: the float32 kernels (Keras layout) of the folded quantized layers and
             of the ternary pieces: the weight tensors that sub-8-bit storage may narrow.
+        kernel_storage: how an `"auto"` file stores each folded kernel (quantized layers, their
+            ternary pieces, Keras-quantized Dense layers, and bfloat16 Dense / Conv kernels).
     """
 
     model: keras.Model
     origin: dict[str, keras.layers.Layer]
     quantized_kernels: list[np.ndarray]
+    kernel_storage: tuple[KernelStorage, ...] = ()
 
 
 def _is_float32(layer: keras.layers.Layer) -> bool:
@@ -136,6 +144,20 @@ def _with_input_quantizer(
 
 
 
+_FLOAT_KERNEL_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
+# Kernels wider than this are stored as float16 ("auto"): DFP-16, float16.
+_INTEGER_STORAGE_BITS = 8
+
+
+def _storage_of(layer: keras.layers.Layer, kernel: np.ndarray) -> KernelStorage:
+    """How an "auto" file stores the folded kernel of the quantized `layer`."""
+    quantizer = layer.kernel_quantizer
+    if getattr(quantizer, "precision", 32) > _INTEGER_STORAGE_BITS:
+        return KernelStorage(kernel, "float16", 16, layer.name)
+    bits = quantizer.bits if isinstance(quantizer, Integer) else None
+    return KernelStorage(kernel, "exact", bits, layer.name)
+
+
 def float32_weight(weight: np.ndarray) -> np.ndarray:
     """Float weights (bfloat16 and float16 included) as float32; others (counters) as is."""
     weight = np.asarray(weight)
@@ -161,11 +183,13 @@ def build_inference_copy(
     `"int8"` / `"int16x8"`, whose calibrated activation quantization takes their place).
     """
     layers = flatten_layers(model)
-    needs_rebuild = any(is_quantized_layer(layer) or not _is_float32(layer) for layer in layers)
+    needs_rebuild = any(
+        is_quantized_layer(layer) or is_keras_quantized(layer) or not _is_float32(layer) for layer in layers
+    )
     if not _is_graph_model(model):
         if needs_rebuild:
             raise ValueError(
-                "Exporting quantized layers or a bfloat16 policy rebuilds the model, which needs "
+                "Exporting quantized layers (ours or Keras') or a bfloat16 policy rebuilds the model, which needs "
                 "a Sequential or functional model. Received a subclassed model of class "
                 f"{type(model).__name__}; rebuild it as a functional model first."
             )
@@ -174,6 +198,7 @@ def build_inference_copy(
     weights_to_copy: list[tuple[keras.layers.Layer, list]] = []
     origin: dict[str, keras.layers.Layer] = {}
     quantized_kernels: list[np.ndarray] = []
+    storage: list[KernelStorage] = []
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         terms = ternary_pieces(layer) if split_ternary else None
@@ -185,17 +210,32 @@ def build_inference_copy(
                 core = TernaryTermsDense(*terms, name=core_name, dtype="float32")
                 weights = []
                 quantized_kernels.extend(kernel for _, _, kernel in terms[0])
+                storage.extend(KernelStorage(kernel, "exact", None, layer.name) for _, _, kernel in terms[0])
             else:
                 core, weights = _plain_layer(layer, core_name)
                 quantized_kernels.append(weights[0])
+                storage.append(_storage_of(layer, weights[0]))
             new, target = _with_input_quantizer(layer, core, static_activations), core
             for sublayer in [new, *getattr(new, "layers", [])]:
                 origin[sublayer.name] = layer
+        elif is_keras_quantized(layer):
+            kernel, bits, exact = keras_dense_kernel(layer)
+            new = keras.layers.Dense.from_config(float_dense_config(layer))
+            weights = [kernel]
+            if layer.use_bias:
+                weights.append(np.asarray(keras.ops.convert_to_numpy(layer.bias), dtype=np.float32))
+            target = new
+            origin[new.name] = layer
+            quantized_kernels.append(kernel)
+            storage.append(KernelStorage(kernel, "exact" if exact else "int", bits, layer.name))
         else:
             new = type(layer).from_config(_float32_config(layer.get_config()))
             weights = [float32_weight(w) for w in layer.get_weights()]
             target = new
             origin[new.name] = layer
+            if not _is_float32(layer) and type(layer) in _FLOAT_KERNEL_TYPES:
+                # bfloat16 computes with 8 significant bits: float16 (11) keeps what it uses.
+                storage.append(KernelStorage(weights[0], "float16", 16, layer.name))
         weights_to_copy.append((target, weights))
         return new
 
@@ -204,4 +244,4 @@ def build_inference_copy(
         if weights:
             target.set_weights(weights)
     origin.setdefault(copy.name, model)
-    return InferenceCopy(copy, origin, quantized_kernels)
+    return InferenceCopy(copy, origin, quantized_kernels, tuple(storage))

@@ -3,9 +3,8 @@
 `to_tflite` converts the inference copy to a float32 file and hands it to `ai-edge-quantizer`
 (0.10) with one dynamic-range recipe entry per FullyConnected / Conv2D op: the narrowest of int2
 (FullyConnected only: LiteRT's int2 hybrid kernel), int4 or int8 that holds the op's weights
-EXACTLY, else int8 by the library's per-channel min/max. Float layers in `"auto"` mode get no entry
-and stay float32 (what the hand-written rewriting used to restore after the converter had made
-them int8).
+EXACTLY, else int8 by the library's per-channel min/max. `"auto"` files of quantized models are
+stored layer by layer by `planned_storage.py`, which reuses the pieces here.
 
 What stays ours, and why:
 

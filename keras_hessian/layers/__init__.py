@@ -8,6 +8,7 @@ from keras_hessian import quantizers  # the quantizers, also reachable as keras_
 from keras_hessian.layers import registry
 from keras_hessian.layers.binary import BinaryConv1D, BinaryConv2D, BinaryDense
 from keras_hessian.layers.dfp16 import DFP16Conv1D, DFP16Conv2D, DFP16Dense
+from keras_hessian.layers.float16 import Float16Conv1D, Float16Conv2D, Float16Dense
 from keras_hessian.layers.integer import IntegerConv1D, IntegerConv2D, IntegerDense
 from keras_hessian.layers.precision import (
     bfloat16_layer_policy,
@@ -19,7 +20,7 @@ from keras_hessian.layers.ternary_residual import (
     TernaryResidualConv2D,
     TernaryResidualDense,
 )
-from keras_hessian.quantizers import DFP16, Binarize, Integer, Ternarize, TernaryResidual
+from keras_hessian.quantizers import DFP16, Binarize, Float16, Integer, Ternarize, TernaryResidual
 
 # Read from the one registry: a new quantized layer class registers itself and appears here.
 QUANTIZED_LAYERS = registry.quantized_layer_classes()
@@ -34,6 +35,10 @@ __all__ = [
     "DFP16Conv1D",
     "DFP16Conv2D",
     "DFP16Dense",
+    "Float16",
+    "Float16Conv1D",
+    "Float16Conv2D",
+    "Float16Dense",
     "Integer",
     "IntegerConv1D",
     "IntegerConv2D",

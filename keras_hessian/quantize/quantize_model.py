@@ -15,7 +15,7 @@ import keras
 
 from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian.layers import registry
-from keras_hessian.layers.precision import bfloat16_layer_policy
+from keras_hessian.layers.precision import bfloat16_layer_policy, keeps_float32
 from keras_hessian.quantize._plan import is_quantizable, make_plan, walk_layers
 
 __all__ = ["quantize_model"]
@@ -27,6 +27,9 @@ def _quantized_layer(layer: keras.layers.Layer, scheme: str, options: dict) -> k
         return layer.__class__.from_config(config)
     if scheme == "bfloat16":
         return layer.__class__.from_config({**config, "dtype": bfloat16_layer_policy(layer)})
+    if scheme == "float16" and keeps_float32(layer):
+        # bfloat16's rule: a softmax classifier stays float32 (its probabilities are the output).
+        return layer.__class__.from_config(config)
     return registry.quantized_layer_class(scheme, layer).from_float_layer(layer, **options)
 
 
@@ -66,7 +69,7 @@ def quantize_model(
 
     Post-training quantization that is ready for quantization-aware fine-tuning: each
     selected `Dense`, `Conv1D` or `Conv2D` becomes the matching `Binary*`,
-    `TernaryResidual*` or `DFP16*` layer with the float kernel and bias as its latent
+    `TernaryResidual*`, `DFP16*`, `Integer*` or `Float16*` layer with the float kernel and bias as its latent
     weights (and its activation, regularizers, activity regularizer and constraints); every
     other layer is cloned with its weights. The original model is never modified, on success
     or on error. The new model is not compiled.
@@ -78,6 +81,9 @@ def quantize_model(
       starting from float weights).
     - `"ternary_residual"`: `TernaryResidual*` (default `block_size=64`, `residuals=1`).
     - `"dfp16"`: `DFP16*` (int16 inputs and weights, exact int32 accumulation).
+    - `"float16"`: `Float16*`, the kernel rounded to IEEE half precision in the forward
+      pass (inputs and activations float32; exported as a FLOAT16 tensor); a layer whose
+      activation is softmax stays float32, as for `"bfloat16"`.
     - `"bfloat16"`: the `mixed_bfloat16` policy on every layer except normalization and
       softmax layers (`keras_hessian.layers.precision.keeps_float32`), and except the first
       and last quantizable layers when `skip_first_last`.

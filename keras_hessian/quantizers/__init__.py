@@ -1,6 +1,6 @@
 """Quantizers: the math of binarization, ternarization, ternary residuals, DFP-16 and integers.
 
-One family per module (`binary`, `ternary`, `ternary_residual`, `dfp16`, `integer`) over a small shared
+One family per module (`binary`, `ternary`, `ternary_residual`, `dfp16`, `integer`, `float16`) over a small shared
 `base`. Each quantizer is a small function whose docstring states its forward rule and its
 pseudo-gradient (straight-through estimator, STE), plus a thin serializable class around it
 that carries its precision in bits, as in larq (`ste_sign` / `SteSign`). Layers in
@@ -28,6 +28,7 @@ from keras_hessian.quantizers.dfp16 import (
     dfp16_quantize,
     power_of_two,
 )
+from keras_hessian.quantizers.float16 import Float16, round_to_float16
 from keras_hessian.quantizers.integer import INTEGER_BITS, Integer, integer_scale, quantize_integer
 from keras_hessian.quantizers.ternary import TERNARY_METHODS, Ternarize, ternarize, ternary_fit
 from keras_hessian.quantizers.ternary_residual import TernaryResidual, ternary_residual
@@ -41,6 +42,7 @@ __all__ = [
     "TERNARY_METHODS",
     "BaseQuantizer",
     "Binarize",
+    "Float16",
     "Integer",
     "KernelCost",
     "Ternarize",
@@ -55,6 +57,7 @@ __all__ = [
     "quantize_gradient",
     "quantize_integer",
     "register_quantizer",
+    "round_to_float16",
     "ternarize",
     "ternary_fit",
     "ternary_residual",

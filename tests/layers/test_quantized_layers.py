@@ -13,6 +13,9 @@ from keras_hessian.layers import (
     DFP16Conv1D,
     DFP16Conv2D,
     DFP16Dense,
+    Float16Conv1D,
+    Float16Conv2D,
+    Float16Dense,
     IntegerConv1D,
     IntegerConv2D,
     IntegerDense,
@@ -36,6 +39,9 @@ CASES = [
     (IntegerDense, {"units": 6, "bits": 4}, (12,)),
     (IntegerConv2D, {"filters": 4, "kernel_size": 3, "bits": 8, "padding": "same"}, (6, 6, 3)),
     (IntegerConv1D, {"filters": 4, "kernel_size": 3, "bits": 2, "strides": 2}, (10, 2)),
+    (Float16Dense, {"units": 6}, (12,)),
+    (Float16Conv2D, {"filters": 4, "kernel_size": 3, "padding": "same"}, (6, 6, 3)),
+    (Float16Conv1D, {"filters": 4, "kernel_size": 3}, (10, 2)),
 ]
 IDS = [case[0].__name__ for case in CASES]
 
@@ -53,7 +59,7 @@ def sample(shape, batch=5, seed=1):
 
 def reference_linear(layer, x, kernel):
     """dense_or_conv written with tf.nn ops, independent of the layer's own `_linear`."""
-    if isinstance(layer, (BinaryDense, TernaryResidualDense, DFP16Dense, IntegerDense)):
+    if isinstance(layer, (BinaryDense, TernaryResidualDense, DFP16Dense, IntegerDense, Float16Dense)):
         return tf.matmul(x, kernel)
     return tf.nn.convolution(
         x,
@@ -299,7 +305,7 @@ def test_training_steps_lower_the_loss(cls, arguments, shape):
 
 
 def test_registry_lists_all_layers():
-    # Four families (binary, ternary-residual, DFP-16, integer) x (Dense, Conv2D, Conv1D).
-    assert set(QUANTIZED_LAYERS) == {case[0] for case in CASES} and len(QUANTIZED_LAYERS) == 12
+    # Five families (binary, ternary-residual, DFP-16, integer, float16) x (Dense, Conv2D, Conv1D).
+    assert set(QUANTIZED_LAYERS) == {case[0] for case in CASES} and len(QUANTIZED_LAYERS) == 15
     for cls in QUANTIZED_LAYERS:
         assert keras.saving.get_registered_name(cls) == f"keras_hessian>{cls.__name__}"

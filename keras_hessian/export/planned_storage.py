@@ -1,0 +1,131 @@
+"""Per-layer weight storage of `"auto"` files: each layer's filter at its own planned precision.
+
+A model quantized with a per-layer mapping (a HAWQ plan: `quantize_model(model, {path: spec})`)
+mixes schemes, so the file cannot have ONE storage. The inference copy says, for each folded kernel,
+how it wants to be stored (`KernelStorage`); here each FullyConnected / Conv2D filter of the float32
+file is matched to its kernel by value and gets one `ai-edge-quantizer` recipe entry:
+
+- `"exact"` (binary, ternary pieces, integer layers, Keras int8 / per-channel int4): the narrowest
+  of int2 (FullyConnected only), int4 or int8 holding the levels exactly (`storage.exact_bits`);
+  where the library's grid recovery cannot see the grid (a channel missing the small levels), an
+  integer layer's own width by the library's min/max, which is the integer quantizer's grid
+  (`max|w| / (2^(b-1) - 1)` per channel); else int8 min/max;
+- `"int"`: min/max at the given width (Keras' sub-channel int4, re-stored per channel);
+- `"float16"`: IEEE half precision, dequantized when the file is loaded (`FLOAT_CASTING`),
+  for DFP-16, float16 and bfloat16 layers;
+- filters of float32 layers get no entry and stay float32.
+
+Int2 / int4 entries are dynamic-range (hybrid) ops, as int8 ones. The exactness check of
+`storage.py` stays: the file is run in LiteRT against the same plan with every grid-recovered
+narrow filter at int8 on the same grid, and that int8 file is kept if the outputs differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+
+from keras_hessian.export.storage import _filter_ops, _library, _tflite_layouts, exact_bits, same_outputs
+
+__all__ = ["STORAGE_KINDS", "KernelStorage", "store_planned_weights"]
+
+STORAGE_KINDS = ("exact", "int", "float16")
+# Widths LiteRT's hybrid kernels take, per op (measured with ai-edge-litert 2.3, see storage.py).
+_WIDTHS = {"FULLY_CONNECTED": (2, 4, 8), "CONV_2D": (4, 8)}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelStorage:
+    """How one folded kernel of the inference copy is stored in an `"auto"` file.
+
+    Attributes:
+        kernel: the float32 kernel, Keras layout (output channels last).
+        kind: one of `STORAGE_KINDS` (see the module docstring).
+        bits: the layer's planned width: integer bits for `"exact"` (None: levels decide, as for
+            binary and ternary), the min/max width for `"int"`, 16 for `"float16"`.
+        layer: the user's layer name (for reports).
+    """
+
+    kernel: np.ndarray
+    kind: str
+    bits: int | None = None
+    layer: str = ""
+
+
+def _entry(storage: KernelStorage, values: np.ndarray, op_name: str, narrow: bool) -> tuple[str, int]:
+    """(algorithm, bits) of one filter: "recovery", "minmax" or "float16"."""
+    widths = _WIDTHS[op_name]
+    if storage.kind == "float16":
+        return "float16", 16
+    if storage.kind == "int":
+        return "minmax", min(w for w in widths if w >= min(storage.bits, 8))
+    bits = exact_bits(values, op_name)
+    if bits is not None:
+        return "recovery", bits if narrow else 8
+    if narrow and storage.bits in widths:
+        return "minmax", storage.bits
+    return "minmax", 8
+
+
+def _quantize(flatbuffer: bytes, entries: dict[str, tuple]) -> bytes:
+    algorithm_manager, _, quantizer, _, _ = _library()
+    names = algorithm_manager.AlgorithmName
+    run = quantizer.Quantizer(bytearray(flatbuffer))
+    for scope, (op_name, algorithm, bits) in entries.items():
+        regex = f"^{re.escape(scope)}$"
+        if algorithm == "float16":
+            run.add_weight_only_config(
+                regex=regex, operation_name=op_name, num_bits=16, algorithm_key=names.FLOAT_CASTING
+            )
+            continue
+        key = names.DEQUANTIZED_WEIGHT_RECOVERY if algorithm == "recovery" else names.MIN_MAX_UNIFORM_QUANT
+        run.add_dynamic_config(regex=regex, operation_name=op_name, num_bits=bits, algorithm_key=key)
+    return bytes(run.quantize(enable_progress_report=False).quantized_model)
+
+
+def planned_entries(flatbuffer: bytes, kernels: list[KernelStorage], narrow: bool = True) -> dict[str, tuple]:
+    """op scope -> (op name, algorithm, bits) for every filter that matches a planned kernel."""
+    *_, utils = _library()
+    model = utils.read_model(bytearray(flatbuffer))
+    entries: dict[str, tuple] = {}
+    for scope, op_name, tensor, buffer in _filter_ops(model, utils):
+        shape = tuple(int(d) for d in tensor.shape)
+        if tensor.type != 0 or op_name.value not in _WIDTHS:  # 0: FLOAT32
+            continue
+        values = np.frombuffer(bytes(bytearray(buffer.data)), dtype="<f4").reshape(shape)
+        for storage in kernels:
+            if storage.kernel.size == math.prod(shape) and any(
+                np.array_equal(layout, values) for layout in _tflite_layouts(storage.kernel, shape)
+            ):
+                entries[scope] = (op_name, *_entry(storage, values, op_name.value, narrow))
+                break
+    return entries
+
+
+def store_planned_weights(flatbuffer: bytes, kernels: list[KernelStorage], *, narrow: bool = True) -> bytes:
+    """Store each planned kernel of a float32 file at its own precision; other filters stay float32.
+
+    Args:
+        flatbuffer: a float32 `.tflite` file of the inference copy.
+        kernels: the copy's `KernelStorage` records.
+        narrow: use int2 / int4 where the levels fit (else int8 for every integer kernel).
+
+    Returns:
+        The bytes of the stored file (the float file if no filter matches a planned kernel).
+    """
+    entries = planned_entries(flatbuffer, kernels, narrow)
+    if not entries:
+        return flatbuffer
+    planned = _quantize(flatbuffer, entries)
+    # Grid-recovered narrow filters must compute what the same grid at int8 computes.
+    reference_entries = {
+        scope: (op, "recovery", 8) if algorithm == "recovery" and bits < 8 else (op, algorithm, bits)
+        for scope, (op, algorithm, bits) in entries.items()
+    }
+    if reference_entries == entries:
+        return planned
+    reference = _quantize(flatbuffer, reference_entries)
+    return planned if same_outputs(reference, planned) else reference
