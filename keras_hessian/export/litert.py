@@ -230,6 +230,20 @@ def _open_interpreter(path: Any, num_threads: int | None):
     if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
         raise ValueError(f"path must be an existing .tflite file. Received path={path!r}.")
     interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as error:
+        if "delegate" not in str(error).lower():
+            raise
+        # LiteRT's default XNNPACK delegate refuses some valid files (sparse float32
+        # FullyConnected weights, `to_tflite(sparse=True)`): run them on the builtin kernels.
+        from ai_edge_litert.interpreter import OpResolverType
+
+        interpreter = Interpreter(
+            model_path=os.fspath(path),
+            num_threads=num_threads,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(
