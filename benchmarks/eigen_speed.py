@@ -10,7 +10,6 @@ Writes benchmarks/results/eigen_speed.json.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -96,14 +95,11 @@ def run(quick: bool = False, out: str | None = None) -> dict:
         for name, rows in entry["trace"].items():
             cells = " ".join(f"{r['relative_error_mean']:7.2%} ({r['relative_error_max']:5.1%})" for r in rows)
             print(f"{kind:5s} {name:10s} {cells}")
-    if out is None and not quick:
-        write_results("eigen_speed", report)
-    elif out:
-        with open(out, "w") as f:
-            json.dump(report, f, indent=2)
+    if out is not None or not quick:  # a quick run writes only where it is told to
+        write_results("eigen_speed", report, out)
     return report
 
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
-    run(args.quick, None if args.out is None else os.path.join(args.out, "eigen_speed.json"))
+    run(args.quick, args.out)

@@ -10,7 +10,6 @@ Writes benchmarks/results/hvp_cost.json.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -155,14 +154,11 @@ def run(quick: bool = False, out: str | None = None) -> dict:
         print(f"{'HVP ' + name:40s} {ms:9.2f} {results['ratio'][name]:11.2f}")
     print(f"agreement of the two methods (relative): {results['method_agreement_relative']:.2e}")
     print(f"fastest: {results['fastest_method']}; default: {results['default_method']}")
-    if out is None and not quick:
-        write_results("hvp_cost", results)
-    elif out:
-        with open(out, "w") as f:
-            json.dump(results, f, indent=2)
+    if out is not None or not quick:  # a quick run writes only where it is told to
+        write_results("hvp_cost", results, out)
     return results
 
 
 if __name__ == "__main__":
     args = parser(__doc__).parse_args()
-    run(args.quick, None if args.out is None else os.path.join(args.out, "hvp_cost.json"))
+    run(args.quick, args.out)

@@ -24,7 +24,6 @@ Writes benchmarks/results/tflite_table.{json,md} and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -39,12 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras
 import numpy as np
 
-from benchmarks._common import RESULTS, fit, input_shape, load, write_results
+from benchmarks._common import RESULTS, fit, input_shape, load, parser, write_results
 from keras_hessian.export import evaluate_tflite, parity_report, to_tflite
 from keras_hessian.models import compact_cnn
 from keras_hessian.quantize import quantize_model
 
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 COLUMNS = (
     "dataset",
     "model",
@@ -83,17 +81,12 @@ def keras_latencies(model, x, runs: int) -> tuple[float, float]:
 
 
 def hawq_model(base, data, quick):
-    """The HAWQ-planned model, or None while keras_hessian.hawq is not there."""
-    try:
-        from keras_hessian import hawq
-    except ImportError:
-        return None
-    plan_function = getattr(hawq, "hawq_plan", None) or getattr(hawq, "precision_plan", None)
-    if plan_function is None:
-        return None
+    """The HAWQ plan at 0.15x of the float32 weight bytes (int8 / int4 / ternary / binary), applied."""
+    from keras_hessian.hawq import assign_precision
+
     (x_train, y_train), _ = data
-    plan = plan_function(base, LOSS, (x_train[:256], y_train[:256]))
-    plan = getattr(plan, "plan", plan)
+    examples = 128 if quick else 512
+    plan = assign_precision(base, (x_train[:examples], y_train[:examples]), budget=0.15, pin=None, seed=0)
     return quantize_model(base, plan)
 
 
@@ -221,12 +214,10 @@ def markdown(rows: list[dict], quick: bool) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="digits only, few epochs")
-    args = parser.parse_args(argv)
+    args = parser(__doc__, "digits only, few epochs").parse_args(argv)
     print(HEADER)
     started = time.perf_counter()
-    run(quick=args.quick)
+    run(quick=args.quick, results_dir=args.out if args.out is not None else RESULTS)
     print(f"total {time.perf_counter() - started:.0f} s")
 
 

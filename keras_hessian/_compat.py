@@ -1,7 +1,7 @@
 """Every private Keras / TensorFlow symbol keras-hessian touches, in one place.
 
-Tested with TensorFlow 2.21.0 and Keras 3.15.1 (`TESTED_VERSIONS`; setup.cfg's lower bounds are
-these). A Keras release that moves one of these breaks this module only, and its tests say
+Tested with TensorFlow 2.21.0, Keras 3.15.1 and ai-edge-quantizer 0.10.0 (`TESTED_VERSIONS`;
+setup.cfg allows exactly these minor releases). A Keras release that moves one of these breaks this module only, and its tests say
 which. Nothing else in the package may import `keras.src` or use a private attribute of a Keras
 object.
 """
@@ -13,7 +13,9 @@ from typing import Any
 
 import keras
 
-TESTED_VERSIONS = {"tensorflow": "2.21.0", "keras": "3.15.1"}
+# The versions CI installs (setup.cfg pins each to this minor release); ai-edge-quantizer's
+# modules used by export/storage.py are not a stable API either.
+TESTED_VERSIONS = {"tensorflow": "2.21.0", "keras": "3.15.1", "ai-edge-quantizer": "0.10.0"}
 
 
 def flatten_layers(model: Any) -> list:
@@ -71,6 +73,11 @@ def detached_compiled_loss(model: Any) -> Callable[[Any, Any, Any], Any] | None:
         output_names=original.output_names,
     )
     return copy
+
+
+def is_graph_network(model: Any) -> bool:
+    """Whether `model` is a graph of layers Keras can clone (`Functional._is_graph_network`)."""
+    return bool(getattr(model, "_is_graph_network", False))
 
 
 def is_keras_variable(value: Any) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import pathlib
 import re
 
@@ -61,7 +62,10 @@ def test_setup_cfg_lower_bounds_are_the_tested_versions():
     for package, version in _compat.TESTED_VERSIONS.items():
         major_minor = ".".join(version.split(".")[:2])
         assert re.search(rf"^{package}>={re.escape(major_minor)}\b", requires, re.MULTILINE), (package, requires)
-        installed = {"tensorflow": tf.__version__, "keras": keras.__version__}[package]
+        # ... and an upper bound below the next minor release: CI tests exactly this one.
+        next_minor = f"{version.split('.')[0]}.{int(version.split('.')[1]) + 1}"
+        assert re.search(rf"^{package}>=[^\n]*<{re.escape(next_minor)}\b", requires, re.MULTILINE), (package, requires)
+        installed = importlib.metadata.version(package)
         assert installed.split(".")[:2] == version.split(".")[:2], (package, installed, version)
 
 
@@ -72,6 +76,14 @@ def test_no_private_keras_symbol_outside_compat():
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#")[0]
-            if re.search(r"\bkeras\.src\b|tensorflow\.python\b|\b(model|layer|optimizer)\._[a-z]", code):
+            private = r"\bkeras\.src\b|tensorflow\.python\b|\b(model|layer|optimizer)\._[a-z]"
+            if re.search(private, code) or re.search(r"getattr\((model|layer|optimizer), [\"']_[a-z]", code):
                 offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_type_hints_are_shipped_with_a_py_typed_marker():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    assert (ROOT / "keras_hessian" / "py.typed").is_file()
+    assert "py.typed" in config["options.package_data"]["keras_hessian"]

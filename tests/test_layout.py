@@ -1,4 +1,4 @@
-"""The house of DESIGN.md, checked from the source: one-way imports, no cycles, small modules.
+"""The house of the design card, checked from the source: one-way imports, no cycles, small modules.
 
 Data flows one way: data -> engine (hessian) -> ops -> callbacks / pruning -> quantizers -> layers ->
 quantize -> hawq -> export -> plots/models -> cli. HAWQ sits above quantize (its plan's perturbation

@@ -106,14 +106,15 @@ def quiet_tensorflow(verbose: bool) -> None:
 def check_output_file(option: str, path: str | None) -> None:
     """Fail now, before any work, if `path` (the value of `option`) cannot be written.
 
-    Uses the export package's check (directory exists and is writable, path not a directory).
+    Uses the library's check (directory exists and is writable, path not a directory), which
+    imports no TensorFlow, so a bad path is reported before TensorFlow starts.
     """
     if path is None:
         return
-    from keras_hessian import export
+    from keras_hessian._files import check_output_path
 
     try:
-        export.check_output_path(path)
+        check_output_path(path)
     except (TypeError, ValueError) as error:
         raise CommandError(f"{option}: {error}") from None
 

@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if os.path.splitext(args.output)[1].lower() != ".tflite":
         warn("export", f"OUTPUT {args.output!r} does not end in .tflite; it will hold a TFLite flatbuffer.")
-    quiet_tensorflow(args.verbose)
     check_output_file("OUTPUT", args.output)
+    quiet_tensorflow(args.verbose)
 
     from keras_hessian import export
 

@@ -75,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     for option, path in (("--out", args.out), ("--save", args.save)):
         if path is not None and same_file(args.model, path):
             raise CommandError(f"{option} {path!r} is the input model: writing it would destroy the model.")
-    quiet_tensorflow(args.verbose)
     for option in ("--out", "--plan-out", "--plot", "--save"):
         check_output_file(option, getattr(args, option[2:].replace("-", "_")))
+    quiet_tensorflow(args.verbose)
 
     from keras_hessian import hawq, plots
     from keras_hessian.quantize import quantize_model

@@ -66,9 +66,9 @@ def run(args: argparse.Namespace) -> int:
     top_k = check_int("--top-k", args.top_k, 1)
     samples = check_int("--samples", args.samples, 1)
     check_input_file("MODEL", args.model)
-    quiet_tensorflow(args.verbose)
     check_output_file("--json", args.json)
     check_output_file("--density", args.density)
+    quiet_tensorflow(args.verbose)
     model = load_model(args.model, command="spectrum", unsafe=args.unsafe)
     loss, loss_name = model_loss(model, args.loss)
     with progress(f"loading --data {args.data} ({args.split} split)"):
@@ -138,12 +138,15 @@ def spectrum_report(
     print()
     print_table(header, rows)
     if density:
-        # spectral_density reports no per-run progress: one line with the elapsed time.
-        with progress(
-            f"spectral density (SLQ: {_SLQ_RUNS} runs x {_SLQ_STEPS} Lanczos steps, top {_SLQ_DEFLATION} deflated)"
-        ):
+        label = f"spectral density (SLQ: {_SLQ_RUNS} runs x {_SLQ_STEPS} Lanczos steps, top {_SLQ_DEFLATION} deflated)"
+
+        def step_line(step: int, steps: int) -> None:  # the progress line, redrawn after each step
+            print(f"\r{label} ... step {step}/{steps}", end="", flush=True)
+
+        with progress(label):
             result = spectral_density(
-                operator, n_vectors=_SLQ_RUNS, lanczos_steps=_SLQ_STEPS, deflation=_SLQ_DEFLATION, seed=seed
+                operator, n_vectors=_SLQ_RUNS, lanczos_steps=_SLQ_STEPS, deflation=_SLQ_DEFLATION, seed=seed,
+                progress=step_line,
             )
         plots.plot_density(result, density)
         report["density_png"] = density

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     check_int("--hessian-examples", args.hessian_examples, 1)
     check_float("--lr", args.lr, minimum=0.0, exclusive_minimum=True)
     check_output_directory("--backup-dir", args.backup_dir)
-    quiet_tensorflow(args.verbose)
     check_output_file("--json", args.json)
+    quiet_tensorflow(args.verbose)
 
     import keras
     import numpy as np

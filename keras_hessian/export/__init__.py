@@ -11,7 +11,7 @@
 - `_files.py`: output-path checks and atomic writes.
 """
 
-from keras_hessian.export._files import check_output_path
+from keras_hessian._files import check_output_path
 from keras_hessian.export.convert import MODES, auto_mode, to_tflite
 from keras_hessian.export.inference_copy import inference_copy
 from keras_hessian.export.litert import evaluate_tflite, format_parity_report, parity_report, predict_tflite

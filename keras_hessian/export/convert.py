@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._compat import flatten_layers
+from keras_hessian._files import check_output_path, write_atomically
 from keras_hessian._validation import check_bool, check_choice
 from keras_hessian.export._checks import check_model
-from keras_hessian.export._files import check_output_path, write_atomically
 from keras_hessian.export.inference_copy import build_inference_copy
 from keras_hessian.export.keras_quantized import is_keras_quantized
 from keras_hessian.export.planned_storage import store_planned_weights

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import keras
 import numpy as np
 
+from keras_hessian import _compat
 from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._compat import flatten_layers
 from keras_hessian.export._checks import check_model
@@ -77,9 +78,7 @@ def _is_float32(layer: keras.layers.Layer) -> bool:
 
 
 def _is_graph_model(model: keras.Model) -> bool:
-    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or (
-        getattr(model, "_is_graph_network", False)
-    )
+    return isinstance(model, keras.Sequential) or type(model).__name__ == "Functional" or _compat.is_graph_network(model)
 
 
 class _InputQuantizer(keras.layers.Layer):

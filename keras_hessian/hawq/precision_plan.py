@@ -14,6 +14,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from keras_hessian._files import check_output_path, write_atomically
+
 __all__ = ["LayerChoice", "PrecisionPlan"]
 
 _FORMAT = "keras-hessian/precision-plan/1"
@@ -146,16 +148,10 @@ class PrecisionPlan(Mapping):
         )
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write the plan as JSON (atomically: a temporary file, then a rename)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise ValueError(f"path: the directory {directory!r} does not exist. Received path={path!r}.")
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with open(temporary, "w") as f:
-            json.dump(self.to_json(), f, indent=1)
-        os.replace(temporary, path)
-        return path
+        """Write the plan as JSON, atomically (the target is the whole new file or untouched)."""
+        target = check_output_path(path)
+        write_atomically(target, (json.dumps(self.to_json(), indent=1) + "\n").encode())
+        return str(target)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PrecisionPlan:

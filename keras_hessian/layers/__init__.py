@@ -1,10 +1,13 @@
-"""Quantized layers (binary, ternary-residual, DFP-16, integer), their quantizers and bfloat16 helpers.
+"""Quantized layers (binary, ternary-residual, DFP-16, integer, float16), their quantizers, bfloat16 helpers.
 
-The quantizers live in `keras_hessian.quantizers`; `keras_hessian.layers.quantizers` is the
-same names under their former path.
+The quantizers live in `keras_hessian.quantizers`; their former path `keras_hessian.layers.quantizers`
+is the same module (`from keras_hessian.layers import quantizers` and `import
+keras_hessian.layers.quantizers` both work).
 """
 
-from keras_hessian import quantizers  # the quantizers, also reachable as keras_hessian.layers.quantizers
+import sys
+
+from keras_hessian import quantizers
 from keras_hessian.layers import registry
 from keras_hessian.layers.binary import BinaryConv1D, BinaryConv2D, BinaryDense
 from keras_hessian.layers.dfp16 import DFP16Conv1D, DFP16Conv2D, DFP16Dense
@@ -21,6 +24,8 @@ from keras_hessian.layers.ternary_residual import (
     TernaryResidualDense,
 )
 from keras_hessian.quantizers import DFP16, Binarize, Float16, Integer, Ternarize, TernaryResidual
+
+sys.modules[f"{__name__}.quantizers"] = quantizers  # the former module path, without a shim file
 
 # Read from the one registry: a new quantized layer class registers itself and appears here.
 QUANTIZED_LAYERS = registry.quantized_layer_classes()

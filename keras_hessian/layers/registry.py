@@ -3,6 +3,9 @@
 Every quantized layer class registers itself here (`@register_quantized_layer("binary",
 keras.layers.Dense)`), and everything that needs the list (`keras_hessian.layers`,
 `quantize_model`, export, the tests) reads it, so a new quantized layer is one decorator.
+(`tests/layers/test_quantized_layers.py` lists every class with the arguments its save / load,
+bfloat16 and training tests use, and checks that list against this registry: a new class then
+needs that one test case too, on purpose.)
 """
 
 from __future__ import annotations

@@ -81,6 +81,8 @@ def quantize_model(
       starting from float weights).
     - `"ternary_residual"`: `TernaryResidual*` (default `block_size=64`, `residuals=1`).
     - `"dfp16"`: `DFP16*` (int16 inputs and weights, exact int32 accumulation).
+    - `"integer"`: `Integer*` (option `bits`, 2 to 8, default 8: symmetric per-channel int8 / int4
+      weights, the grid TFLite stores them on).
     - `"float16"`: `Float16*`, the kernel rounded to IEEE half precision in the forward
       pass (inputs and activations float32; exported as a FLOAT16 tensor); a layer whose
       activation is softmax stays float32, as for `"bfloat16"`.

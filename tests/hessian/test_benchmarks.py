@@ -20,7 +20,7 @@ def load(name: str):
 
 def test_hvp_cost_quick(tmp_path):
     out = tmp_path / "hvp_cost.json"
-    load("hvp_cost").run(quick=True, out=str(out))
+    load("hvp_cost").run(quick=True, out=str(tmp_path))
     results = json.loads(out.read_text())
     assert set(results["hvp_ms"]) >= {"reverse_over_reverse", "forward_over_reverse"}
     assert results["default_method"] in ("reverse_over_reverse", "forward_over_reverse")
@@ -30,7 +30,7 @@ def test_hvp_cost_quick(tmp_path):
 @pytest.mark.parametrize("name", ["eigen_speed"])
 def test_eigen_speed_quick(tmp_path, name):
     out = tmp_path / f"{name}.json"
-    load(name).run(quick=True, out=str(out))
+    load(name).run(quick=True, out=str(tmp_path))
     report = json.loads(out.read_text())
     for entry in report["models"].values():
         lanczos = entry["solvers"]["lanczos"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from keras_hessian._validation import check_float, check_int
@@ -22,6 +24,7 @@ def spectral_density(
     grid_points: int = 2000,
     sigma: float | None = None,
     deflation: int = 10,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DensityResult:
     """Estimate the Hessian's eigenvalue density by stochastic Lanczos quadrature.
 
@@ -58,6 +61,8 @@ def spectral_density(
         grid_points: resolution of the returned grid.
         sigma: Gaussian broadening; default 1/200 of the spectral range.
         deflation: number of top eigenpairs taken exactly (0 for plain SLQ).
+        progress: called as `progress(step, steps)` after the deflation (step 0) and after each
+            lockstep Lanczos step, e.g. to draw a progress line.
 
     Returns:
         A `DensityResult`.
@@ -82,8 +87,11 @@ def spectral_density(
     if deflation > 0:
         starts = [bulk.project(z) for z in starts]
     steps = min(int(steps), n - len(exact))
-    for alphas, betas, _, _ in L.lanczos_steps(bulk, starts, steps):
-        pass
+    if progress is not None:
+        progress(0, steps)
+    for step, (alphas, betas, _, _) in enumerate(L.lanczos_steps(bulk, starts, steps), 1):
+        if progress is not None:
+            progress(step, steps)
     m = alphas.shape[1]
     bulk_share = (n - len(exact)) / n
     nodes = np.zeros((len(starts), m + len(exact)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,12 @@ from keras_hessian.hessian.operators._data import check_label_shape, first_dim, 
 from keras_hessian.hessian.operators._losses import resolve_loss
 from keras_hessian.hessian.operators._products import DEFAULT_HVP_METHOD, HVP_METHODS, compile_product, tf_variable
 from keras_hessian.hessian.operators._replicas import distributed_mean
+
+
+def _shapes(tree) -> Any:
+    """The batch-free shape(s) of a tensor structure, for error messages."""
+    shapes = [tuple(t.shape.as_list()[1:]) for t in tf.nest.flatten(tree)]
+    return shapes[0] if len(shapes) == 1 else shapes
 
 
 class HessianOperator:
@@ -126,9 +133,24 @@ class HessianOperator:
         x, y, w = self._data.first
         state = self._save_state()
         try:
+            try:
+                y_pred = self.model(x, training=self.training)
+            except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+                # Keras' own message prints the whole input array: name the shapes instead.
+                raise ValueError(
+                    f"data: inputs of shape {_shapes(x)} do not fit the model's input "
+                    f"{getattr(self.model, 'input_shape', '?')}."
+                ) from error
             # Labels first: a mismatched shape may broadcast silently inside the loss.
-            check_label_shape(y, self.model(x, training=self.training))
-            loss, _ = self._total_loss(x, y, w)
+            check_label_shape(y, y_pred)
+            try:
+                loss, _ = self._total_loss(x, y, w)
+            except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+                raise ValueError(
+                    f"data: labels of shape {_shapes(y)} do not fit the loss on predictions of shape "
+                    f"{_shapes(y_pred)} (a sparse cross-entropy takes class indices, a categorical one "
+                    "one-hot rows)."
+                ) from error
         finally:
             self._restore_state(state)
         if loss.shape.rank != 0:

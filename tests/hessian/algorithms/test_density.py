@@ -22,7 +22,12 @@ def test_density_integrates_to_one_and_its_mean_gives_the_trace(case):
 def test_plot_density_writes_png(tmp_path, cnn, hessian_batch_image):
     from keras_hessian.plots import plot_density
 
-    result = spectral_density(HessianOperator(cnn, hessian_batch_image), n_vectors=2, lanczos_steps=10, seed=0)
+    calls = []
+    result = spectral_density(
+        HessianOperator(cnn, hessian_batch_image), n_vectors=2, lanczos_steps=10, seed=0,
+        progress=lambda step, steps: calls.append((step, steps)),
+    )
+    assert calls == [(step, 10) for step in range(11)]  # after the deflation, then after each step
     path = plot_density(result, tmp_path / "density.png")
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from keras_hessian.hessian import HessianOperator
@@ -83,3 +84,16 @@ def test_a_model_that_defines_its_own_compute_loss_keeps_it(digits_flat):
     v = [tf.constant(np.random.default_rng(0).standard_normal(w.shape), dtype=w.dtype) for w in op.variables]
     expected = exact_hessian(model, x, y, loss_fn=reference) @ flat(v)
     np.testing.assert_allclose(flat(op.hvp(v)), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_inputs_and_labels_that_do_not_fit_are_one_line_naming_the_shapes(cnn, hessian_batch_image):
+    x, y = hessian_batch_image
+    weights = [w.copy() for w in cnn.get_weights()]
+    with pytest.raises(ValueError, match=r"data: inputs of shape \(64,\) do not fit the model's input") as flat:
+        HessianOperator(cnn, (x.reshape(len(x), -1), y))
+    assert len(str(flat.value)) < 200 and "\n" not in str(flat.value)  # no array dump
+    one_hot = np.eye(10, dtype="float32")[y]
+    with pytest.raises(ValueError, match=r"data: labels of shape \(10,\) do not fit the loss") as labels:
+        HessianOperator(cnn, (x, one_hot))
+    assert "\n" not in str(labels.value)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, cnn.get_weights()))

@@ -1,4 +1,4 @@
-"""Output files of the exporter: the path checks run before any work, and atomic writes.
+"""Output files (exports, plans, reports): the path checks run before any work, and atomic writes.
 
 A file is written to a temporary file in the target directory, then moved over the target with
 `os.replace`, so the target is either the complete new file or untouched.
