@@ -69,7 +69,7 @@ def reversed_sensitivity(sensitivity: dict) -> dict:
     return dict(zip(order, values))
 
 
-def random_plans(template, budget_bytes: float, count: int, rng) -> list[tuple[dict, int]]:
+def random_plans(model, template, budget_bytes: float, count: int, rng) -> list[tuple[dict, int]]:
     """`count` (plan, bytes) drawn uniformly from every assignment of the free layers within the budget."""
     free = [row for row in template.layers.values() if row.sensitivity is not None]
     fixed = sum(row.bytes for row in template.layers.values() if row.sensitivity is None)
@@ -82,7 +82,7 @@ def random_plans(template, budget_bytes: float, count: int, rng) -> list[tuple[d
     plans = []
     for index in picks:
         plan = {row.name: row.spec for row in template.layers.values()}
-        plan.update({row.name: get_candidate(n).spec for row, n in zip(free, feasible[index])})
+        plan.update({row.name: get_candidate(n).spec_for(model.get_layer(row.name)) for row, n in zip(free, feasible[index])})
         plans.append((plan, sizes[feasible[index]]))
     return plans
 
@@ -131,7 +131,7 @@ def run_seed(dataset, seed, data, config, scratch, log) -> list[dict]:
                          "float32_bytes": plan.float32_bytes, "precisions": plan.precisions, **result})
             log(f"{dataset} seed {seed} budget {budget:.3f} {name:18s} acc {result['accuracy']:.4f} "
                 f"litert {result['litert_accuracy']:.4f} bytes {plan.predicted_bytes} file {result['tflite_bytes']}")
-        draws = random_plans(plans["hawq"], budget * plans["hawq"].float32_bytes, config["random_plans"], rng)
+        draws = random_plans(base, plans["hawq"], budget * plans["hawq"].float32_bytes, config["random_plans"], rng)
         results = [evaluate_plan(base, p, data, config, scratch, f"{dataset}_{seed}_{budget}_random{i}")
                    for i, (p, _) in enumerate(draws)]
         sizes = [size for _, size in draws]

@@ -225,7 +225,7 @@ def assign_precision(
             rows[path] = LayerChoice(path, n, None, "float32", "float32", {"float32": entry})
             continue
         candidate = chosen[result.choice[free_index[path]]]
-        rows[path] = LayerChoice(path, n, values[path], candidate.name, candidate.spec, options[path])
+        rows[path] = LayerChoice(path, n, values[path], candidate.name, candidate.spec_for(layer), options[path])
     return PrecisionPlan(
         layers=rows, budget_bytes=limit, float32_bytes=float32_bytes, metric=used_metric, bops_budget=bops_budget
     )

@@ -3,9 +3,12 @@
 A candidate says how a layer's kernel is stored and computed: its bits per weight, the
 `quantize_model` spec that applies it (hence its quantizer, forward rule and straight-through
 gradient, and the Keras layer types it applies to, through the one registry of quantized
-layers), and how `to_tflite` stores it. Its perturbation `||Q(W) - W||^2` and its bytes are
-computed with the very quantizer object the quantized layer would carry, so the plan's
-predictions and `quantization_summary` of the applied model agree.
+layers), and how `to_tflite` stores it. Its perturbation `||Q(W) - W||^2` is computed with the
+very quantizer object the quantized layer would carry; its bytes are those of the layer's
+tensors in the TFLite file `to_tflite(mode="auto")` writes, so a budget is a budget on the file
+a device loads, not on a representation no runtime stores (LiteRT has no 1-bit tensor, runs
+2-bit weights only in FullyConnected, and keeps a float32 scale and an int64 zero point per
+output channel of an integer tensor).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from keras_hessian.layers import registry
 
 __all__ = ["CANDIDATES", "Candidate", "get_candidate", "register_candidate"]
 
-_FLOAT_CASTS = {"float32": None, "bfloat16": tf.bfloat16, "float16": tf.float16}
+_FLOAT_CASTS = {"float32": None, "bfloat16": tf.bfloat16}
+_STORAGE_BITS = {"float32": 32, "float16": 16, "int8": 8, "int4": 4, "int2": 2}
+_PER_CHANNEL = "channel"  # block_size placeholder: one block per output channel (the whole reduction)
 
 
 @dataclass(frozen=True)
@@ -50,14 +55,19 @@ class Candidate:
     def scheme(self) -> str:
         return self.spec if isinstance(self.spec, str) else self.spec["scheme"]
 
-    @property
-    def options(self) -> dict:
-        return {} if isinstance(self.spec, str) else {k: v for k, v in self.spec.items() if k != "scheme"}
+    def spec_for(self, layer: keras.layers.Layer) -> Any:
+        """The `quantize_model` spec for `layer` (`block_size="channel"` resolved to its reduction size)."""
+        if isinstance(self.spec, str) or self.spec.get("block_size") != _PER_CHANNEL:
+            return self.spec
+        kernel = layer.kernel.shape
+        return {**self.spec, "block_size": int(np.prod(kernel)) // int(kernel[-1])}
 
     def _quantized(self, layer: keras.layers.Layer):
         """An unbuilt quantized twin of `layer` (it carries the kernel quantizer), or None for float casts."""
         cls = registry.quantized_layer_class(self.scheme, layer)
-        return None if cls is None else cls.from_float_layer(layer, **self.options)
+        spec = self.spec_for(layer)
+        options = {} if isinstance(spec, str) else {k: v for k, v in spec.items() if k != "scheme"}
+        return None if cls is None else cls.from_float_layer(layer, **options)
 
     def applies_to(self, layer: keras.layers.Layer) -> bool:
         """Whether this precision exists for `layer`'s type."""
@@ -78,16 +88,20 @@ class Candidate:
         w = np.asarray(kernel, dtype=np.float64)
         return float(np.sum((np.asarray(self.quantize(layer, kernel), dtype=np.float64) - w) ** 2))
 
-    def weight_bytes(self, layer: keras.layers.Layer, outputs: int | None = None) -> int:
-        """Deployed bytes of the layer's kernel (with its scales) and bias at this precision."""
-        kernel = layer.kernel
+    def storage_bits(self, layer: keras.layers.Layer) -> int:
+        """Bits per kernel weight in the TFLite file: 2-bit tensors only for Dense (FullyConnected)."""
+        bits = _STORAGE_BITS[self.storage]
+        return 4 if bits == 2 and not isinstance(layer, keras.layers.Dense) else bits
+
+    def weight_bytes(self, layer: keras.layers.Layer) -> int:
+        """Bytes of the layer's kernel (with its per-channel scale and zero point) and bias in the file."""
+        shape = layer.kernel.shape
+        weights, channels = int(np.prod(shape)), int(shape[-1])
         bias = getattr(layer, "bias", None)
-        bias_size = 0 if bias is None else int(np.prod(bias.shape))
-        if self.scheme in _FLOAT_CASTS:
-            bits_each = 32 if self.scheme == "float32" else 16
-            return math.ceil(bits_each * (int(np.prod(kernel.shape)) + bias_size) / 8)
-        cost = self._quantized(layer).kernel_quantizer.kernel_cost(kernel.shape, outputs)
-        return math.ceil(cost.storage_bits / 8) + 4 * bias_size  # quantized layers keep a float32 bias
+        bias_bytes = 0 if bias is None else 4 * int(np.prod(bias.shape))  # biases stay float32
+        bits = self.storage_bits(layer)
+        per_channel = 12 * channels if self.storage.startswith("int") else 0  # float32 scale + int64 zero point
+        return math.ceil(bits * weights / 8) + per_channel + bias_bytes
 
 
 CANDIDATES: dict[str, Candidate] = {}
@@ -116,21 +130,29 @@ def get_candidate(identifier: str | Candidate) -> Candidate:
 def _defaults(register: Callable[[Candidate], Candidate]) -> None:
     register(Candidate("float32", "float32", 32, "float32", "float32, unchanged"))
     register(Candidate("bfloat16", "bfloat16", 16, "float16", "bfloat16 weights and compute"))
-    register(Candidate("float16", "float16", 16, "float16", "float16 weights"))
+    register(Candidate("float16", "float16", 16, "float16", "float16 weights (IEEE half)"))
     register(Candidate("dfp16", "dfp16", 16, "float16", "dynamic fixed point, 16 bits, shared exponent"))
     register(Candidate("int8", {"scheme": "integer", "bits": 8}, 8, "int8", "int8, symmetric per channel"))
     register(Candidate("int4", {"scheme": "integer", "bits": 4}, 4, "int4", "int4, symmetric per channel"))
+    # Two ternary terms with block-wise scales lie on no per-channel grid: the file keeps the folded
+    # kernel in int8 (export/storage.py), and that is what the plan must count.
     register(
         Candidate(
             "ternary_residual",
             {"scheme": "ternary_residual", "residuals": 1},
             4,
-            "int2",
-            "ternary + one residual term, blocks of 64",
+            "int8",
+            "ternary + one residual term, blocks of 64 (stored folded in int8)",
         )
     )
     register(
-        Candidate("ternary", {"scheme": "ternary_residual", "residuals": 0}, 2, "int2", "ternary, blocks of 64")
+        Candidate(
+            "ternary",
+            {"scheme": "ternary_residual", "residuals": 0, "block_size": _PER_CHANNEL},
+            2,
+            "int2",
+            "ternary, one scale per output channel (int2 in Dense, int4 in Conv)",
+        )
     )
     register(Candidate("binary", "binary", 1, "int2", "sign times a per-channel scale"))
 
