@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import keras
 
+from keras_hessian._layers import walk_layers
 from keras_hessian._validation import check_choice, check_float, check_int
 from keras_hessian.hessian import HessianOperator, hutchinson_trace, top_eigenvalues
 
@@ -66,15 +67,9 @@ def kernel_of(layer: keras.layers.Layer):
     return None
 
 
-def kernel_layers(model: keras.Model, prefix: str = "") -> list[tuple[str, keras.layers.Layer]]:
+def kernel_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
     """`(path, layer)` for every leaf layer with a trainable kernel, nested models included."""
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) or getattr(layer, "layers", None):
-            found.extend(kernel_layers(layer, f"{prefix}{layer.name}/"))
-        elif kernel_of(layer) is not None:
-            found.append((prefix + layer.name, layer))
-    return found
+    return [(path, layer) for path, layer in walk_layers(model) if kernel_of(layer) is not None]
 
 
 def _select(model: keras.Model, layers: Iterable[str] | None) -> list[tuple[str, keras.layers.Layer]]:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import keras
 
+from keras_hessian._layers import walk_layers
 from keras_hessian._validation import ArgumentTypeError, check_float
 
 # Layers whose `kernel` is a dense weight tensor with the output channels on its last axis.
@@ -16,13 +17,7 @@ PRUNABLE_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, 
 
 def walk(model) -> list:
     """Leaf layers of `model` in order, recursing into nested models."""
-    out = []
-    for layer in model.layers:
-        if getattr(layer, "layers", None):
-            out.extend(walk(layer))
-        else:
-            out.append(layer)
-    return out
+    return [layer for _, layer in walk_layers(model)]
 
 
 def check_model(model) -> None:

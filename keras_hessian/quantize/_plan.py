@@ -13,6 +13,7 @@ from typing import Any
 
 import keras
 
+from keras_hessian._layers import walk_layers
 from keras_hessian.layers import registry
 
 __all__ = ["FLOAT_SCHEMES", "Plan", "is_quantizable", "make_plan", "normalize_spec", "scheme_names", "walk_layers"]
@@ -27,25 +28,6 @@ Plan = dict[int, tuple[str, dict]]
 def scheme_names() -> tuple[str, ...]:
     """Every scheme `quantize_model` accepts now: the registry's, then bfloat16 and float32."""
     return registry.schemes() + FLOAT_SCHEMES
-
-
-def walk_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
-    """`(path, layer)` of every non-model layer below `model`, nested models walked, each layer once."""
-    found: list[tuple[str, keras.layers.Layer]] = []
-    seen: set[int] = set()
-
-    def visit(container: keras.Model, prefix: str) -> None:
-        for layer in container.layers:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            if isinstance(layer, keras.Model):
-                visit(layer, f"{prefix}{layer.name}/")
-            else:
-                found.append((prefix + layer.name, layer))
-
-    visit(model, "")
-    return found
 
 
 def is_quantizable(layer: keras.layers.Layer, scheme: str | None = None) -> bool:

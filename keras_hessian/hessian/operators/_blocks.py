@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from keras_hessian._layers import walk_layers
 from keras_hessian._validation import ArgumentTypeError
 
 Block = tuple  # (name, [variables])
 
 
-def layer_blocks(model, prefix: str = "") -> list[Block]:
+def layer_blocks(model) -> list[Block]:
     """One block per leaf layer that owns trainable weights, recursing into nested models.
 
-    Layers of nested models are named `outer/inner`, so two towers with a layer of the same
-    name stay two blocks.
+    Layers of nested models are named by path (`outer/inner`), so two towers with a layer of
+    the same name stay two blocks.
     """
-    blocks = []
-    for layer in model.layers:
-        if getattr(layer, "layers", None):  # a nested model: its own layers are the blocks
-            blocks.extend(layer_blocks(layer, f"{prefix}{layer.name}/"))
-        elif layer.trainable_weights:
-            blocks.append((prefix + layer.name, list(layer.trainable_weights)))
-    return blocks
+    return [(path, list(layer.trainable_weights)) for path, layer in walk_layers(model) if layer.trainable_weights]
 
 
 def resolve_blocks(model, blocks: str | Sequence | dict, variables: list) -> list[Block]:
