@@ -218,7 +218,7 @@ def main(argv=None) -> dict:
     args = args_parser.parse_args(argv)
     config = {"quick": args.quick, "seeds": 1 if args.quick else args.seeds, "epochs": 2 if args.quick else 12,
               "fine_tune_epochs": 1 if args.quick else 2, "fine_tune_lr": 1e-3,
-              "budgets": [0.15] if args.quick else [0.15, 0.094], "random_plans": 2 if args.quick else 5,
+              "budgets": [0.15] if args.quick else [0.15, 0.11], "random_plans": 2 if args.quick else 5,
               "hessian_examples": 128 if args.quick else 512, "max_iter": 64 if args.quick else 400,
               "candidates": CANDIDATES}
     datasets = ["digits"] if args.quick else args.datasets
