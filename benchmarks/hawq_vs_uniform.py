@@ -185,6 +185,22 @@ def markdown(rows: list[dict], config: dict) -> str:
             f"{100 * row['accuracy_mean']:.2f} +- {100 * row['accuracy_std']:.2f} | {100 * row['litert_accuracy']:.2f} "
             f"| {delta} |"
         )
+    lines += ["", "Reading (computed from the rows above):", ""]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        for budget in sorted({r["budget"] for r in rows if r["dataset"] == dataset and r["plan"] != "float32"}):
+            group = {r["plan"]: r for r in rows if r["dataset"] == dataset and r["budget"] == budget}
+            hawq = group["hawq"]
+            same = [p for p in ("reversed", "perturbation_only") if p in group
+                    and group[p]["size_bytes"] == hawq["size_bytes"] and group[p]["accuracy_mean"] == hawq["accuracy_mean"]]
+            beaten = [p for p, r in group.items() if p != "hawq" and hawq["accuracy_mean"] - r["accuracy_mean"] > 0.005]
+            verdict = (
+                f"the Hessian did not change the plan: {' and '.join(same)} chose the same precisions"
+                if same else "the Hessian changed the plan"
+            )
+            lines.append(
+                f"- {dataset} at {budget:.3f}: {verdict}; HAWQ is more than 0.5 points above "
+                f"{', '.join(beaten) if beaten else 'no other plan'}."
+            )
     return "\n".join(lines) + "\n"
 
 
