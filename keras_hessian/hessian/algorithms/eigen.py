@@ -68,6 +68,21 @@ def _initial_vectors(operator, initial) -> list:
     return out
 
 
+def compatible_vectors(vectors: list | None, variables) -> list | None:
+    """`vectors` if each is shaped like `variables` (so it can start a solver on them), else None.
+
+    A callback keeps the last eigenvectors across measurements and fits; on a model whose
+    trainable weights changed shape they are dropped (a random start), not an error.
+    """
+    if not vectors:
+        return None
+    shapes = [tuple(v.shape) for v in variables]
+    for vector in vectors:
+        if not isinstance(vector, (list, tuple)) or [tuple(np.shape(t)) for t in vector] != shapes:
+            return None
+    return vectors
+
+
 def _starts(operator, initial: list, k: int, seeds) -> list:
     """`k` unit start vectors: the given ones first, random ones for the rest."""
     out = list(initial[:k])
