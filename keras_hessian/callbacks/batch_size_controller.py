@@ -16,11 +16,12 @@ import weakref
 import keras
 import tensorflow as tf
 
+from keras_hessian import _compat
 from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._validation import check_int
 from keras_hessian.callbacks import step_transform
 from keras_hessian.callbacks.step_transform import StepTransform, StepTransformCallback
-from keras_hessian.data.adaptive import batch_size_control
+from keras_hessian.data.adaptive import adaptive_epoch_steps, batch_size_control
 
 __all__ = ["LR_SCALING_RULES", "BatchSizeController", "lr_scale"]
 
@@ -308,6 +309,21 @@ class BatchSizeController(StepTransformCallback):
         control.batch_size.assign(self.batch_size)
         control.epoch.assign(epoch)
         self._epochs_seen.assign(control.epochs_started)
+        self._tell_fit_the_epoch_length()
+
+    def _tell_fit_the_epoch_length(self) -> None:
+        # Keras fixes the steps per epoch when fit starts; an adaptive dataset's change with the
+        # batch size. Told the length, Keras neither runs the epoch as "1/Unknown" nor warns
+        # that the input ran out of data when the batch grew.
+        running = _compat.running_fit()
+        if running is None:
+            return
+        iterator, callbacks = running
+        if getattr(iterator, "steps_per_epoch", None):  # the user's steps_per_epoch wins
+            return
+        steps = adaptive_epoch_steps(_compat.fit_dataset(iterator), self.batch_size)
+        if steps:
+            _compat.set_epoch_steps(iterator, callbacks, steps)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs

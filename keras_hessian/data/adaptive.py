@@ -14,12 +14,33 @@ tell that `fit` was given an adaptive dataset.
 
 from __future__ import annotations
 
+import math
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
 from keras_hessian._validation import check_int
 
-__all__ = ["BatchSizeControl", "adaptive_dataset", "batch_size_control"]
+__all__ = ["BatchSizeControl", "adaptive_dataset", "adaptive_epoch_steps", "batch_size_control"]
+
+# (examples, drop_remainder) of every adaptive dataset, so a callback can tell Keras the length
+# of each epoch (tf.data has no cardinality that follows a variable).
+_EPOCHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def adaptive_epoch_steps(dataset, batch_size: int) -> int | None:
+    """The number of batches an epoch of `dataset` yields at `batch_size`, if it is an adaptive
+    dataset; None for any other dataset."""
+    try:
+        info = _EPOCHS.get(dataset)
+    except TypeError:  # not weak-referenceable: not ours
+        return None
+    if info is None:
+        return None
+    examples, drop_remainder = info
+    steps = examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
+    return max(int(steps), 0)
 
 
 class BatchSizeControl:
@@ -139,9 +160,10 @@ def adaptive_dataset(
         drop_remainder: drop the last, smaller batch of each epoch.
 
     Returns:
-        A `tf.data.Dataset` with unknown cardinality (Keras learns the epoch length after the
-        first epoch; when the batch grows Keras prints "Your input ran out of data", which here
-        only marks the shorter epoch).
+        A `tf.data.Dataset` with unknown cardinality; while a batch-size callback controls it,
+        the callback tells the running `fit` each epoch's number of steps
+        (`adaptive_epoch_steps`), so the progress bar shows it and Keras does not warn that the
+        input ran out of data.
     """
     if y is None:
         raise ValueError(
@@ -186,4 +208,6 @@ def adaptive_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 
-    return tf.data.Dataset.range(1).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.range(1).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    _EPOCHS[dataset] = (n, bool(drop_remainder))
+    return dataset
