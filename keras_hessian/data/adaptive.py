@@ -71,6 +71,11 @@ class BatchSizeControl:
                 0, dtype=tf.int64, trainable=False, name="kh_epochs_started"
             )
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="kh_epoch")
+            # The value of `epochs_started` when the controlling callback began its epoch: only the
+            # epoch iterator started next follows the control. A fit that raised leaves the control
+            # held (Keras skips on_train_end), but never armed for another fit's epochs. -1 (after
+            # `take`, before a callback's first epoch): every epoch follows.
+            self.armed_at = tf.Variable(-1, dtype=tf.int64, trainable=False, name="kh_armed_at")
         self.owner = None  # the callback holding the control (Python side, for messages)
 
     def take(self, owner, batch_size: int, initial_batch_size: int, max_batch_size: int) -> None:
@@ -79,13 +84,19 @@ class BatchSizeControl:
         self.batch_size.assign(int(batch_size))
         self.initial_batch_size.assign(int(initial_batch_size))
         self.max_batch_size.assign(int(max_batch_size))
+        self.armed_at.assign(-1)
         self.controlled.assign(True)
+
+    def arm(self) -> None:
+        """Let the next epoch iterator to start (the controlling fit's) follow the control."""
+        self.armed_at.assign(self.epochs_started)
 
     def release(self, owner) -> None:
         """Hand the control back (adaptive datasets use their own batch size again)."""
         if self.owner is owner:
             self.owner = None
             self.controlled.assign(False)
+            self.armed_at.assign(-1)
 
 
 _CONTROL: BatchSizeControl | None = None
@@ -194,8 +205,10 @@ def adaptive_dataset(
     def one_epoch(_):
         # Counting the started epochs lets the callbacks check that fit() got this dataset.
         started = control.epochs_started.assign_add(1)
-        epoch = tf.where(control.controlled, control.epoch, started)
-        size = tf.where(control.controlled, control.batch_size, own_batch_size)
+        armed = tf.logical_or(tf.equal(control.armed_at, -1), tf.equal(control.armed_at, started - 1))
+        follows = tf.logical_and(control.controlled, armed)
+        epoch = tf.where(follows, control.epoch, started)
+        size = tf.where(follows, control.batch_size, own_batch_size)
         size = tf.maximum(size, 1)
         if shuffle:
             keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
