@@ -83,3 +83,50 @@ def is_graph_network(model: Any) -> bool:
 def is_keras_variable(value: Any) -> bool:
     """True for a Keras 3 variable (public: `keras.Variable`)."""
     return isinstance(value, keras.Variable)
+
+
+def running_fit() -> tuple[Any, Any] | None:
+    """`(epoch_iterator, callback_list)` of the `model.fit` running on this thread, or None.
+
+    Keras fixes an epoch's number of steps when `fit` starts (`EpochIterator._num_batches`, from
+    the dataset's cardinality) and the progress bar's target with it; a dataset whose epoch
+    length changes inside one fit (an adaptive dataset) has no static cardinality to give. The
+    batch-size callbacks therefore tell the running fit the length of each epoch, through the
+    two objects `TensorFlowTrainer.fit` holds as locals, found by walking up the caller frames.
+    """
+    import inspect
+    import sys
+
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    code = inspect.unwrap(TensorFlowTrainer.fit).__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is code:
+            iterator, callbacks = frame.f_locals.get("epoch_iterator"), frame.f_locals.get("callbacks")
+            return (iterator, callbacks) if iterator is not None and callbacks is not None else None
+        frame = frame.f_back
+    return None
+
+
+def fit_dataset(epoch_iterator: Any) -> Any:
+    """The dataset a fit's epoch iterator reads (`EpochIterator.data_adapter._dataset`), or None."""
+    return getattr(getattr(epoch_iterator, "data_adapter", None), "_dataset", None)
+
+
+def set_epoch_steps(epoch_iterator: Any, callbacks: Any, steps: int) -> None:
+    """Make the running fit take `steps` batches in the epoch about to start, and show them.
+
+    Sets `EpochIterator._num_batches` (read when the epoch's loop starts, after
+    `on_epoch_begin`), the callbacks' `params["steps"]` and the progress bar's target (a
+    `ProgbarLogger` reads `params["steps"]` once, in `set_params`).
+    """
+    epoch_iterator._num_batches = int(steps)
+    params = getattr(callbacks, "params", None)
+    if isinstance(params, dict):
+        params["steps"] = int(steps)
+    for callback in getattr(callbacks, "callbacks", []):
+        if isinstance(callback, keras.callbacks.ProgbarLogger):
+            callback.target = int(steps)
+            if callback.progbar is not None:
+                callback.progbar.target = int(steps)

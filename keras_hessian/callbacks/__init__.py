@@ -10,6 +10,7 @@ from keras_hessian.callbacks.linear_scaling_warmup import LinearScalingWarmup
 from keras_hessian.callbacks.pruning import PruneDuringTraining
 from keras_hessian.callbacks.recipes import METHODS, training_callbacks
 from keras_hessian.callbacks.schedules import step_decay
+from keras_hessian.callbacks.timer_batch_size import TimerBatchSize
 from keras_hessian.ops.fgsm import fgsm  # an operation, not a callback: kept here for existing imports
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "HessianSpectrum",
     "LinearScalingWarmup",
     "PruneDuringTraining",
+    "TimerBatchSize",
     "fgsm",
     "step_decay",
     "training_callbacks",

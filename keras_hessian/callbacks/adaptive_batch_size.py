@@ -12,7 +12,7 @@ from keras_hessian._validation import check_choice, check_float, check_int
 from keras_hessian.callbacks import step_transform
 from keras_hessian.callbacks.batch_size_controller import LR_SCALING_RULES, BatchSizeController, lr_scale
 from keras_hessian.data.adaptive import batch_size_control
-from keras_hessian.hessian.algorithms import EIGEN_METHODS
+from keras_hessian.hessian.algorithms import EIGEN_METHODS, compatible_vectors
 from keras_hessian.hessian.operators import HVP_METHODS
 
 __all__ = ["AdaptiveBatchSize"]
@@ -49,7 +49,12 @@ class AdaptiveBatchSize(BatchSizeController):
 
     `logs` gets, every epoch: `batch_size` and `learning_rate` (used in that epoch) and
     `hessian/top_eigenvalue` (the latest measurement: NaN before the first one, constant once
-    measuring stops at the cap). `hessian_seconds` accumulates the time spent on Hessian work;
+    measuring stops at the cap), `hessian/hvp_count` (the products of this epoch's check, NaN
+    without one), and the counts `eigenvalue_increases` / `patience_increases` of the increases
+    each rule triggered so far (also attributes). From the second measurement on, the solver
+    starts from the last measurement's eigenvector (`eigenvectors`, kept across fits while the
+    model's trainable weights keep their shapes), which cuts the products per check.
+    `hessian_seconds` accumulates the time spent on Hessian work;
     `history` holds one dict per epoch (measured eigenvalue or None, and what triggered an
     increase: `"eigenvalue"` or `"patience"`).
 
@@ -128,6 +133,7 @@ class AdaptiveBatchSize(BatchSizeController):
         self.hvp_method = check_choice("hvp_method", hvp_method, (None, *HVP_METHODS))
         self.seed = check_int("seed", seed, minimum=None)
         self._operator = None
+        self.eigenvectors: list | None = None  # the last measurement's, the next one's start
         self._reset()
         self.hessian_seconds = 0.0
         self.history: list[dict] = []
@@ -154,6 +160,9 @@ class AdaptiveBatchSize(BatchSizeController):
         self.eigenvalue: float = float("nan")
         self.epochs_since_increase = 0
         self.increases = 0
+        self.eigenvalue_increases = 0
+        self.patience_increases = 0
+        self.last_hvp_count = 0
 
     def _state(self) -> dict:
         return {
@@ -161,6 +170,8 @@ class AdaptiveBatchSize(BatchSizeController):
             "eigenvalue": self.eigenvalue,
             "epochs_since_increase": self.epochs_since_increase,
             "increases": self.increases,
+            "eigenvalue_increases": self.eigenvalue_increases,
+            "patience_increases": self.patience_increases,
         }
 
     def _load_state(self, state: dict) -> None:
@@ -168,6 +179,8 @@ class AdaptiveBatchSize(BatchSizeController):
         self.eigenvalue = float(state["eigenvalue"])
         self.epochs_since_increase = int(state["epochs_since_increase"])
         self.increases = int(state["increases"])
+        self.eigenvalue_increases = int(state.get("eigenvalue_increases", 0))
+        self.patience_increases = int(state.get("patience_increases", 0))
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -192,6 +205,7 @@ class AdaptiveBatchSize(BatchSizeController):
             self.model, self.hessian_data, training=False, method=self.hvp_method,
             batch_size=self.hessian_batch_size,
         )
+        self.eigenvectors = compatible_vectors(self.eigenvectors, self._operator.variables)
 
     def measure(self) -> float:
         """Measure the top eigenvalue on `hessian_data` now (the model's current weights)."""
@@ -202,8 +216,10 @@ class AdaptiveBatchSize(BatchSizeController):
             self._build_operator()
         result = top_eigenvalues(
             self._operator, k=1, max_iter=self.max_iter, tol=self.tol,
-            seed=self.seed + len(self.history), method=self.method,
+            seed=self.seed + len(self.history), method=self.method, initial=self.eigenvectors,
         )
+        self.eigenvectors = result.eigenvectors
+        self.last_hvp_count = int(result.hvp_count)
         self.hessian_seconds += time.perf_counter() - start
         return float(result.eigenvalues[0])
 
@@ -216,6 +232,7 @@ class AdaptiveBatchSize(BatchSizeController):
             measured = True
         seconds = self.hessian_seconds - seconds
         logs["hessian/top_eigenvalue"] = self.eigenvalue
+        logs["hessian/hvp_count"] = float(self.last_hvp_count) if measured else float("nan")
         self.epochs_since_increase += 1
         increase, trigger = False, None
         if measured:
@@ -235,6 +252,12 @@ class AdaptiveBatchSize(BatchSizeController):
                 self.reference = self.eigenvalue
             self.epochs_since_increase = 0
             self.increases += 1
+            if trigger == "eigenvalue":
+                self.eigenvalue_increases += 1
+            else:
+                self.patience_increases += 1
+        logs["eigenvalue_increases"] = float(self.eigenvalue_increases)
+        logs["patience_increases"] = float(self.patience_increases)
         self.history.append(
             {
                 "epoch": epoch,
@@ -242,6 +265,7 @@ class AdaptiveBatchSize(BatchSizeController):
                 "learning_rate": logs["learning_rate"],
                 "eigenvalue": self.eigenvalue if measured else None,
                 "hessian_seconds": seconds,
+                "hvp_count": self.last_hvp_count if measured else None,
                 "increase": bool(increase and not at_cap),
                 "trigger": trigger if increase and not at_cap else None,
             }

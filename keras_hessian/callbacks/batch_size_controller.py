@@ -8,19 +8,22 @@ learning-rate variable and its base, the `logs` entries, and the state kept for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import weakref
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_hessian import _compat
 from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._validation import check_int
 from keras_hessian.callbacks import step_transform
 from keras_hessian.callbacks.step_transform import StepTransform, StepTransformCallback
-from keras_hessian.data.adaptive import batch_size_control
+from keras_hessian.data.adaptive import adaptive_epoch_steps, batch_size_control
 
 __all__ = ["LR_SCALING_RULES", "BatchSizeController", "lr_scale"]
 
@@ -219,7 +222,9 @@ class BatchSizeController(StepTransformCallback):
         if os.path.exists(path):
             with open(path) as f:
                 saved = json.load(f)
-        state = {"batch_size": self.batch_size, "pending": self._pending, **self._state()}
+        state = {
+            "batch_size": self.batch_size, "pending": self._pending, "weights": self._fingerprint(), **self._state()
+        }
         # Keep the two latest epochs: a kill between Keras' backup and ours leaves one matching.
         saved = {k: v for k, v in saved.items() if int(k) == next_epoch - 1}
         saved[str(next_epoch)] = state
@@ -235,12 +240,21 @@ class BatchSizeController(StepTransformCallback):
         with open(path) as f:
             saved = json.load(f)
         state = saved.get(str(epoch))
-        if state is None:
+        # The run is the one whose weights BackupAndRestore just restored: the state saved with
+        # those weights. A file left by another run (same epoch, other weights) is not ours.
+        if state is None or state.get("weights") != self._fingerprint():
             return False
         self.batch_size = int(state["batch_size"])
         self._pending = state["pending"]
         self._load_state(state)
         return True
+
+    def _fingerprint(self) -> str:
+        """SHA-256 of the model's weights: which run a saved state belongs to."""
+        digest = hashlib.sha256()
+        for weight in self.model.weights:
+            digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+        return digest.hexdigest()
 
     def _check_data(self) -> None:
         steps = (self.params or {}).get("steps")
@@ -308,6 +322,22 @@ class BatchSizeController(StepTransformCallback):
         control.batch_size.assign(self.batch_size)
         control.epoch.assign(epoch)
         self._epochs_seen.assign(control.epochs_started)
+        control.arm()
+        self._tell_fit_the_epoch_length()
+
+    def _tell_fit_the_epoch_length(self) -> None:
+        # Keras fixes the steps per epoch when fit starts; an adaptive dataset's change with the
+        # batch size. Told the length, Keras neither runs the epoch as "1/Unknown" nor warns
+        # that the input ran out of data when the batch grew.
+        running = _compat.running_fit()
+        if running is None:
+            return
+        iterator, callbacks = running
+        if getattr(iterator, "steps_per_epoch", None):  # the user's steps_per_epoch wins
+            return
+        steps = adaptive_epoch_steps(_compat.fit_dataset(iterator), self.batch_size)
+        if steps:
+            _compat.set_epoch_steps(iterator, callbacks, steps)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = {} if logs is None else logs

@@ -8,9 +8,11 @@ import keras
 
 from keras_hessian._validation import check_bool, check_float, check_int
 from keras_hessian.hessian import HessianOperator, hutchinson_trace, top_eigenvalues
+from keras_hessian.hessian.algorithms import compatible_vectors
 
 TOP_EIGENVALUE = "hessian/top_eigenvalue"
 TRACE = "hessian/trace"
+HVP_COUNT = "hessian/hvp_count"
 
 
 def eigenvalue_key(index: int) -> str:
@@ -24,7 +26,10 @@ class HessianSpectrum(keras.callbacks.Callback):
     The values go into `logs` under `hessian/top_eigenvalue`, `hessian/eigenvalue_2` ...
     `hessian/eigenvalue_k` and `hessian/trace`, so they appear in `History`, `CSVLogger`,
     TensorBoard and the progress bar. Epochs between measurements log NaN, which keeps every
-    column the same length. Use it to watch sharpness while training, e.g. to compare batch
+    column the same length. `hessian/hvp_count` logs the products each measurement spent (NaN
+    between measurements): from the second measurement on the solver starts from the last
+    eigenvectors (`eigenvectors`, kept across fits while the trainable weights keep their
+    shapes), which the Hessian's slow drift between epochs makes a close start. Use it to watch sharpness while training, e.g. to compare batch
     sizes or learning rates. The measurement reads the weights and changes nothing: weights,
     optimizer state, metrics and the random stream of training stay what they would be without
     it (the probes are drawn with stateless seeds).
@@ -79,6 +84,7 @@ class HessianSpectrum(keras.callbacks.Callback):
         self.seconds = 0.0  # time spent on Hessian work, for cost accounting
         self.history: dict[str, list[float]] = {}
         self._operator = None
+        self.eigenvectors: list | None = None  # the last measurement's, the next one's start
 
     def get_config(self) -> dict:
         return {
@@ -96,10 +102,11 @@ class HessianSpectrum(keras.callbacks.Callback):
     @property
     def keys(self) -> list[str]:
         """The `logs` keys this callback writes."""
-        return [eigenvalue_key(i) for i in range(1, self.top_k + 1)] + ([TRACE] if self.trace else [])
+        return [eigenvalue_key(i) for i in range(1, self.top_k + 1)] + ([TRACE] if self.trace else []) + [HVP_COUNT]
 
     def on_train_begin(self, logs=None):
         self._operator = HessianOperator(self.model, self.data, training=self.training)
+        self.eigenvectors = compatible_vectors(self.eigenvectors, self._operator.variables)
         if self.top_k > self._operator.num_parameters:
             raise ValueError(
                 f"top_k must not exceed the model's trainable parameter count "
@@ -110,14 +117,23 @@ class HessianSpectrum(keras.callbacks.Callback):
         """Measure now and return `{key: value}` (also usable outside `fit`)."""
         if self._operator is None:
             self._operator = HessianOperator(self.model, self.data, training=self.training)
+            self.eigenvectors = compatible_vectors(self.eigenvectors, self._operator.variables)
         start = time.perf_counter()
         seed = None if self.seed is None else self.seed + epoch
         values: dict[str, float] = {}
-        eigen = top_eigenvalues(self._operator, k=self.top_k, max_iter=self.max_iter, tol=self.tol, seed=seed, method=self.method)
+        eigen = top_eigenvalues(
+            self._operator, k=self.top_k, max_iter=self.max_iter, tol=self.tol, seed=seed, method=self.method,
+            initial=self.eigenvectors,
+        )
+        self.eigenvectors = eigen.eigenvectors
+        hvps = eigen.hvp_count
         for i, value in enumerate(eigen.eigenvalues, start=1):
             values[eigenvalue_key(i)] = float(value)
         if self.trace:
-            values[TRACE] = float(hutchinson_trace(self._operator, max_iter=max(self.max_iter, 64), tol=self.tol, seed=seed).trace)
+            trace = hutchinson_trace(self._operator, max_iter=max(self.max_iter, 64), tol=self.tol, seed=seed)
+            values[TRACE] = float(trace.trace)
+            hvps += trace.hvp_count
+        values[HVP_COUNT] = float(hvps)
         self.seconds += time.perf_counter() - start
         return values
 

@@ -8,13 +8,21 @@ import time
 from typing import Any
 
 from keras_hessian._validation import check_float, check_int
-from keras_hessian.cli._common import add_verbose, check_output_directory, check_output_file, quiet_tensorflow
+from keras_hessian.cli._common import (
+    DATA_HELP,
+    CommandError,
+    add_verbose,
+    check_output_directory,
+    check_output_file,
+    load_data,
+    quiet_tensorflow,
+)
 
 # keras_hessian.callbacks' METHODS and LR_SCALING_RULES, spelled out so that `--help` needs no
 # TensorFlow (a test keeps them equal).
 METHODS = ("baseline", "large", "fb", "gg", "abs", "absa")
 LR_SCALING_RULES = ("linear", "sqrt", "none")
-DATASETS = ("mnist1d", "digits")
+DATASETS = ("mnist1d", "digits")  # embedded; `tfds:NAME` and FILE.npz go through the shared loader
 
 
 def add_parser(subparsers: Any) -> None:
@@ -26,7 +34,7 @@ def add_parser(subparsers: Any) -> None:
         "eigenvalue and accuracy every epoch.",
     )
     parser.add_argument("--method", choices=METHODS, default="absa", help="default: absa")
-    parser.add_argument("--data", choices=DATASETS, default="mnist1d", help="default: mnist1d")
+    parser.add_argument("--data", default="mnist1d", help=f"{DATA_HELP} (default: mnist1d)")
     parser.add_argument("--samples", type=int, default=5000, help="MNIST-1D examples, train + test (default: 5000)")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128, help="base / initial batch size (default: 128)")
@@ -46,6 +54,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backup-dir", default=None, help="resume a killed run (keras BackupAndRestore)")
     parser.add_argument("--json", default=None, help="also write the per-epoch rows to this file")
+    parser.add_argument("--save", default=None, metavar="MODEL.keras",
+                        help="save the trained model here (for spectrum, quantize, export)")
     add_verbose(parser)
     parser.set_defaults(run=run)
 
@@ -57,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
     check_float("--lr", args.lr, minimum=0.0, exclusive_minimum=True)
     check_output_directory("--backup-dir", args.backup_dir)
     check_output_file("--json", args.json)
+    if args.save is not None and not str(args.save).endswith(".keras"):
+        raise CommandError(f"--save must name a .keras file (Keras' native format). Received {args.save!r}.")
+    check_output_file("--save", args.save)
+    if args.data not in DATASETS and not args.data.startswith("tfds:") and not args.data.endswith(".npz"):
+        raise CommandError(f"--data must be digits, mnist1d, tfds:NAME or a FILE.npz. Received {args.data!r}.")
     quiet_tensorflow(args.verbose)
 
     import keras
@@ -68,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.data == "mnist1d":
         (x, y), (xt, yt) = load_mnist1d(num_samples=args.samples, seed=42)
-    else:
+    elif args.data == "digits":
         (x, y), (xt, yt) = load_digits(seed=args.seed)
+    else:
+        (x, y), (xt, yt) = load_data(args.data, "train"), load_data(args.data, "test")
     rng = np.random.default_rng(args.seed)
     subset = rng.choice(len(x), min(args.hessian_examples, len(x)), replace=False)
     callbacks = training_callbacks(
@@ -109,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
         verbose=0,
     )
     print(f"SGD iterations: {int(model.optimizer.iterations.numpy())}")
+    if args.save:
+        model.save(args.save)
+        print(f"saved {args.save}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"method": args.method, "data": args.data, "epochs": report.rows}, f, indent=1)
@@ -117,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _epoch_report(title: str) -> Any:
     """A Keras callback that prints `title`, then one row per epoch, and keeps the rows in `.rows`.
+
+    Epochs are counted from 1, as Keras' own progress lines ("Epoch 1/10") and `--epochs` do.
 
     Defined here, not at module level, so that building the parser imports no Keras.
     """
@@ -137,7 +159,7 @@ def _epoch_report(title: str) -> Any:
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             row = {
-                "epoch": epoch,
+                "epoch": epoch + 1,
                 "batch_size": int(logs.get("batch_size", 0)),
                 "learning_rate": float(logs.get("learning_rate", float("nan"))),
                 "top_eigenvalue": float(logs.get("hessian/top_eigenvalue", float("nan"))),
@@ -147,7 +169,7 @@ def _epoch_report(title: str) -> Any:
             }
             self.rows.append(row)
             print(
-                f"{epoch:5d}  {row['batch_size']:5d}  {row['learning_rate']:.4g}  "
+                f"{epoch + 1:5d}  {row['batch_size']:5d}  {row['learning_rate']:.4g}  "
                 f"{row['top_eigenvalue']:10.4g}  {row['train_accuracy']:9.4f}  "
                 f"{row['test_accuracy']:8.4f}  {row['seconds']:7.1f}",
                 flush=True,

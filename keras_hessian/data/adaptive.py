@@ -14,12 +14,33 @@ tell that `fit` was given an adaptive dataset.
 
 from __future__ import annotations
 
+import math
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
 from keras_hessian._validation import check_int
 
-__all__ = ["BatchSizeControl", "adaptive_dataset", "batch_size_control"]
+__all__ = ["BatchSizeControl", "adaptive_dataset", "adaptive_epoch_steps", "batch_size_control"]
+
+# (examples, drop_remainder) of every adaptive dataset, so a callback can tell Keras the length
+# of each epoch (tf.data has no cardinality that follows a variable).
+_EPOCHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def adaptive_epoch_steps(dataset, batch_size: int) -> int | None:
+    """The number of batches an epoch of `dataset` yields at `batch_size`, if it is an adaptive
+    dataset; None for any other dataset."""
+    try:
+        info = _EPOCHS.get(dataset)
+    except TypeError:  # not weak-referenceable: not ours
+        return None
+    if info is None:
+        return None
+    examples, drop_remainder = info
+    steps = examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
+    return max(int(steps), 0)
 
 
 class BatchSizeControl:
@@ -50,6 +71,11 @@ class BatchSizeControl:
                 0, dtype=tf.int64, trainable=False, name="kh_epochs_started"
             )
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="kh_epoch")
+            # The value of `epochs_started` when the controlling callback began its epoch: only the
+            # epoch iterator started next follows the control. A fit that raised leaves the control
+            # held (Keras skips on_train_end), but never armed for another fit's epochs. -1 (after
+            # `take`, before a callback's first epoch): every epoch follows.
+            self.armed_at = tf.Variable(-1, dtype=tf.int64, trainable=False, name="kh_armed_at")
         self.owner = None  # the callback holding the control (Python side, for messages)
 
     def take(self, owner, batch_size: int, initial_batch_size: int, max_batch_size: int) -> None:
@@ -58,13 +84,19 @@ class BatchSizeControl:
         self.batch_size.assign(int(batch_size))
         self.initial_batch_size.assign(int(initial_batch_size))
         self.max_batch_size.assign(int(max_batch_size))
+        self.armed_at.assign(-1)
         self.controlled.assign(True)
+
+    def arm(self) -> None:
+        """Let the next epoch iterator to start (the controlling fit's) follow the control."""
+        self.armed_at.assign(self.epochs_started)
 
     def release(self, owner) -> None:
         """Hand the control back (adaptive datasets use their own batch size again)."""
         if self.owner is owner:
             self.owner = None
             self.controlled.assign(False)
+            self.armed_at.assign(-1)
 
 
 _CONTROL: BatchSizeControl | None = None
@@ -139,9 +171,10 @@ def adaptive_dataset(
         drop_remainder: drop the last, smaller batch of each epoch.
 
     Returns:
-        A `tf.data.Dataset` with unknown cardinality (Keras learns the epoch length after the
-        first epoch; when the batch grows Keras prints "Your input ran out of data", which here
-        only marks the shorter epoch).
+        A `tf.data.Dataset` with unknown cardinality; while a batch-size callback controls it,
+        the callback tells the running `fit` each epoch's number of steps
+        (`adaptive_epoch_steps`), so the progress bar shows it and Keras does not warn that the
+        input ran out of data.
     """
     if y is None:
         raise ValueError(
@@ -172,8 +205,10 @@ def adaptive_dataset(
     def one_epoch(_):
         # Counting the started epochs lets the callbacks check that fit() got this dataset.
         started = control.epochs_started.assign_add(1)
-        epoch = tf.where(control.controlled, control.epoch, started)
-        size = tf.where(control.controlled, control.batch_size, own_batch_size)
+        armed = tf.logical_or(tf.equal(control.armed_at, -1), tf.equal(control.armed_at, started - 1))
+        follows = tf.logical_and(control.controlled, armed)
+        epoch = tf.where(follows, control.epoch, started)
+        size = tf.where(follows, control.batch_size, own_batch_size)
         size = tf.maximum(size, 1)
         if shuffle:
             keys = tf.random.stateless_uniform([n], seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
@@ -186,4 +221,6 @@ def adaptive_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
 
-    return tf.data.Dataset.range(1).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    dataset = tf.data.Dataset.range(1).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    _EPOCHS[dataset] = (n, bool(drop_remainder))
+    return dataset

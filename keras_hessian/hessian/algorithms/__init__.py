@@ -6,12 +6,18 @@ Each is a function of an operator and runs on any of them (`keras_hessian.hessia
 from keras_hessian.hessian.algorithms._per_block import per_block
 from keras_hessian.hessian.algorithms.density import spectral_density
 from keras_hessian.hessian.algorithms.diagonal import hessian_diagonal
-from keras_hessian.hessian.algorithms.eigen import DEFAULT_EIGEN_METHOD, EIGEN_METHODS, top_eigenvalues
+from keras_hessian.hessian.algorithms.eigen import (
+    DEFAULT_EIGEN_METHOD,
+    EIGEN_METHODS,
+    compatible_vectors,
+    top_eigenvalues,
+)
 from keras_hessian.hessian.algorithms.trace import hutchinson_trace
 
 __all__ = [
     "DEFAULT_EIGEN_METHOD",
     "EIGEN_METHODS",
+    "compatible_vectors",
     "hessian_diagonal",
     "hutchinson_trace",
     "per_block",

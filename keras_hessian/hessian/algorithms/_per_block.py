@@ -20,7 +20,19 @@ def per_block(estimator: Callable) -> Callable:
             raise ArgumentTypeError(f"operator must be a HessianOperator. Received {type(operator).__name__}.")
         names = getattr(operator, "blocks", ["model"])
         if len(names) > 1:
-            return {name: estimator(operator.block(name), *args, **kwargs) for name in names}
+            # A per-block argument (a warm start) comes as {block name: value}, as the results do.
+            initial = kwargs.pop("initial", None)
+            if initial is not None and not isinstance(initial, dict):
+                raise ArgumentTypeError(
+                    "initial must be a dict {block name: value} on an operator with several blocks "
+                    f"{list(names)}. Received {type(initial).__name__}."
+                )
+
+            def per_name(name):
+                extra = {} if initial is None else {"initial": initial.get(name)}
+                return estimator(operator.block(name), *args, **kwargs, **extra)
+
+            return {name: per_name(name) for name in names}
         return estimator(operator, *args, **kwargs)
 
     return run

@@ -13,6 +13,12 @@
 
 All three find the eigenvalues of largest MAGNITUDE (as PyHessian does); near a minimum these
 are the largest ones.
+
+Warm start (`initial=`): the Hessian moves little between two measurements of one training
+run, so the last eigenvectors are a far better start than a random vector (the ABSA authors'
+setting: one measurement per epoch). Power iteration starts eigenvalue j from the j-th given
+vector; Lanczos and ARPACK start from the sum of the given vectors (a Krylov space grown from a
+combination of k eigenvectors holds all k), random vectors filling in for missing ones.
 """
 
 from __future__ import annotations
@@ -35,6 +41,65 @@ DEFAULT_EIGEN_METHOD = "lanczos"
 SAFETY = 0.25
 
 
+def _initial_vectors(operator, initial) -> list:
+    """The start vectors given as `initial` (an `EigenResult` or a list of parameter vectors),
+    checked against the operator's variables; `[]` for None."""
+    if initial is None:
+        return []
+    vectors = initial.eigenvectors if isinstance(initial, EigenResult) else initial
+    if not isinstance(vectors, (list, tuple)):
+        raise TypeError(
+            "initial must be an EigenResult or a list of parameter vectors (each a list of tensors "
+            f"shaped like the operator's variables). Received initial of type {type(initial).__name__}."
+        )
+    shapes = [tuple(v.shape) for v in operator.variables]
+    out = []
+    for index, vector in enumerate(vectors):
+        got = [tuple(np.shape(t)) for t in vector] if isinstance(vector, (list, tuple)) else None
+        if got != shapes:
+            raise ValueError(
+                f"initial[{index}] must be a list of tensors shaped like the operator's variables "
+                f"{shapes}. Received {got if got is not None else type(vector).__name__}."
+            )
+        converted = [tf.cast(tf.convert_to_tensor(t), tf.as_dtype(v.dtype)) for t, v in zip(vector, operator.variables)]
+        if float(V.norm(converted)) == 0.0:
+            raise ValueError(f"initial[{index}] is the zero vector: it cannot start an eigen-solver.")
+        out.append(V.normalize(converted))
+    return out
+
+
+def compatible_vectors(vectors: list | None, variables) -> list | None:
+    """`vectors` if each is shaped like `variables` (so it can start a solver on them), else None.
+
+    A callback keeps the last eigenvectors across measurements and fits; on a model whose
+    trainable weights changed shape they are dropped (a random start), not an error.
+    """
+    if not vectors:
+        return None
+    shapes = [tuple(v.shape) for v in variables]
+    for vector in vectors:
+        if not isinstance(vector, (list, tuple)) or [tuple(np.shape(t)) for t in vector] != shapes:
+            return None
+    return vectors
+
+
+def _starts(operator, initial: list, k: int, seeds) -> list:
+    """`k` unit start vectors: the given ones first, random ones for the rest."""
+    out = list(initial[:k])
+    while len(out) < k:
+        out.append(V.normalize(V.gaussian_like(operator.variables, next(seeds))))
+    return out
+
+
+def _combined_start(operator, initial: list, k: int, seed) -> list:
+    """One start vector for a single Krylov run: the sum of the `k` starts."""
+    starts = _starts(operator, initial, k, V.seed_stream(seed))
+    total = starts[0]
+    for vector in starts[1:]:
+        total = V.axpy(1.0, vector, total)
+    return V.normalize(total)
+
+
 def _validate(operator, k, max_iter, tol, seed, method) -> str:
     method = check_choice("method", DEFAULT_EIGEN_METHOD if method is None else method, EIGEN_METHODS)
     k = check_int("k", k, 1)
@@ -55,6 +120,7 @@ def top_eigenvalues(
     tol: float = 1e-3,
     seed: int | None = None,
     method: str | None = None,
+    initial=None,
 ) -> EigenResult:
     """The `k` eigenvalues of largest magnitude of a Hessian operator, and their eigenvectors.
 
@@ -79,21 +145,26 @@ def top_eigenvalues(
         tol: relative tolerance (see the module docstring for each method's rule).
         seed: seed of the random start vector(s); `None` draws a fresh one.
         method: `"lanczos"` (default: fewest products), `"power"` or `"arpack"`.
+        initial: a previous `EigenResult`, or a list of parameter vectors shaped like
+            `EigenResult.eigenvectors`, to start from (warm start; see the module docstring);
+            `None`: random start vectors. On a `blocks="layer"` operator, a dict
+            `{layer_name: ...}` of such values (as the per-block results).
 
     Returns:
         An `EigenResult`.
     """
     method = _validate(operator, k, max_iter, tol, seed, method)
+    starts = _initial_vectors(operator, initial)
     solver = {"lanczos": _lanczos, "power": _power_iteration, "arpack": _arpack}[method]
-    return solver(operator, int(k), int(max_iter), float(tol), seed)
+    return solver(operator, int(k), int(max_iter), float(tol), seed, starts)
 
 
 def _order_by_magnitude(values: np.ndarray) -> np.ndarray:
     return np.argsort(-np.abs(values), kind="stable")
 
 
-def _lanczos(operator, k, max_iter, tol, seed) -> EigenResult:
-    start = V.gaussian_like(operator.variables, next(V.seed_stream(seed)))
+def _lanczos(operator, k, max_iter, tol, seed, initial) -> EigenResult:
+    start = _combined_start(operator, initial, k, seed)
     count0 = operator.hvp_count
     steps = max(max_iter, k)
     converged = False
@@ -125,12 +196,12 @@ def _lanczos(operator, k, max_iter, tol, seed) -> EigenResult:
     )
 
 
-def _power_iteration(operator, k, max_iter, tol, seed) -> EigenResult:
-    seeds = V.seed_stream(seed)
+def _power_iteration(operator, k, max_iter, tol, seed, initial) -> EigenResult:
+    starts = _starts(operator, initial, k, V.seed_stream(seed))
     count0 = operator.hvp_count
     eigenvalues, eigenvectors, all_converged = [], [], True
-    for _ in range(k):
-        v = V.normalize(V.gaussian_like(operator.variables, next(seeds)))
+    for j in range(k):
+        v = starts[j]
         eigenvalue, converged = None, False
         for _ in range(max_iter):
             v = V.normalize(V.orthogonalize(v, eigenvectors))
@@ -155,7 +226,7 @@ def _power_iteration(operator, k, max_iter, tol, seed) -> EigenResult:
     )
 
 
-def _arpack(operator, k, max_iter, tol, seed) -> EigenResult:
+def _arpack(operator, k, max_iter, tol, seed, initial) -> EigenResult:
     import scipy.sparse.linalg as spla
 
     n = operator.num_parameters
@@ -168,7 +239,10 @@ def _arpack(operator, k, max_iter, tol, seed) -> EigenResult:
         return V.flatten(operator.hvp(V.unflatten(np.asarray(x).ravel(), variables)))
 
     linear_operator = spla.LinearOperator((n, n), matvec=matvec, dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(n)
+    if initial:
+        v0 = V.flatten(_combined_start(operator, initial, k, seed))
+    else:
+        v0 = np.random.default_rng(seed).standard_normal(n)
     converged = True
     try:
         values, vectors = spla.eigsh(linear_operator, k=k, which="LM", tol=tol, maxiter=max_iter, v0=v0)
