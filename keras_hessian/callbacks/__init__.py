@@ -7,7 +7,7 @@ from keras_hessian.callbacks.batch_size_controller import LR_SCALING_RULES, Batc
 from keras_hessian.callbacks.fixed_batch_size import FixedBatchSize
 from keras_hessian.callbacks.hessian_spectrum import HessianSpectrum
 from keras_hessian.callbacks.linear_scaling_warmup import LinearScalingWarmup
-from keras_hessian.callbacks.pruning import PruneDuringTraining
+from keras_hessian.callbacks.pruning import SCHEDULES, PruneDuringTraining, pruning_schedule
 from keras_hessian.callbacks.recipes import METHODS, training_callbacks
 from keras_hessian.callbacks.schedules import step_decay
 from keras_hessian.ops.fgsm import fgsm  # an operation, not a callback: kept here for existing imports
@@ -15,6 +15,7 @@ from keras_hessian.ops.fgsm import fgsm  # an operation, not a callback: kept he
 __all__ = [
     "LR_SCALING_RULES",
     "METHODS",
+    "SCHEDULES",
     "AdaptiveBatchSize",
     "AdversarialAugmentation",
     "BatchIncreaseSchedule",
@@ -24,6 +25,7 @@ __all__ = [
     "LinearScalingWarmup",
     "PruneDuringTraining",
     "fgsm",
+    "pruning_schedule",
     "step_decay",
     "training_callbacks",
 ]
