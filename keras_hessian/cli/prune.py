@@ -128,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     if args.granularity == "filter":
         pruned = _shrink(pruned)
     pruned.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    # A built optimizer is saved with its slots, so loading the file does not warn about missing ones.
+    pruned.optimizer.build(pruned.trainable_variables)
     print()
     print(pruning.sparsity_summary(pruned))
     print(f"\ntest accuracy ({len(x_test)} examples): dense {dense_accuracy:.4f} -> pruned "
