@@ -109,6 +109,23 @@ def small_mlp(input_dim: int = 64, hidden: int = 32, classes: int = 10) -> keras
     )
 
 
+def lenet_300_100(input_dim: int = 64, classes: int = 10) -> keras.Model:
+    """LeNet-300-100 (LeCun et al. 1998; the MLP of Han et al.'s pruning results), logits out.
+
+    Two ReLU hidden layers of 300 and 100 units (`fc_1`, `fc_2`) and `logits`; on flattened
+    8x8 digits (64 inputs) it has 50,810 parameters.
+    """
+    return keras.Sequential(
+        [
+            keras.Input((input_dim,)),
+            keras.layers.Dense(300, activation="relu", name="fc_1"),
+            keras.layers.Dense(100, activation="relu", name="fc_2"),
+            keras.layers.Dense(classes, name="logits"),
+        ],
+        name="lenet_300_100",
+    )
+
+
 def compile_classifier(model: keras.Model, learning_rate: float = 1e-2) -> keras.Model:
     """Compile with Adam, sparse categorical cross-entropy on logits, and accuracy."""
     model.compile(

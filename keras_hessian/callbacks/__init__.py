@@ -7,7 +7,7 @@ from keras_hessian.callbacks.batch_size_controller import LR_SCALING_RULES, Batc
 from keras_hessian.callbacks.fixed_batch_size import FixedBatchSize
 from keras_hessian.callbacks.hessian_spectrum import HessianSpectrum
 from keras_hessian.callbacks.linear_scaling_warmup import LinearScalingWarmup
-from keras_hessian.callbacks.pruning import PruneDuringTraining
+from keras_hessian.callbacks.pruning import SCHEDULES, PruneDuringTraining, pruning_schedule
 from keras_hessian.callbacks.recipes import METHODS, training_callbacks
 from keras_hessian.callbacks.schedules import step_decay
 from keras_hessian.callbacks.timer_batch_size import TimerBatchSize
@@ -16,6 +16,7 @@ from keras_hessian.ops.fgsm import fgsm  # an operation, not a callback: kept he
 __all__ = [
     "LR_SCALING_RULES",
     "METHODS",
+    "SCHEDULES",
     "AdaptiveBatchSize",
     "AdversarialAugmentation",
     "BatchIncreaseSchedule",
@@ -26,6 +27,7 @@ __all__ = [
     "PruneDuringTraining",
     "TimerBatchSize",
     "fgsm",
+    "pruning_schedule",
     "step_decay",
     "training_callbacks",
 ]

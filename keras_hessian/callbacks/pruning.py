@@ -14,11 +14,48 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_hessian._validation import ArgumentTypeError, check_choice, check_int
+from keras_hessian._validation import ArgumentTypeError, check_choice, check_float, check_int
 from keras_hessian.callbacks.step_transform import StepTransform, StepTransformCallback
 from keras_hessian.pruning import ALLOCATIONS, CRITERIA, GRANULARITIES, apply_masks, compute_masks, saliency
 from keras_hessian.pruning._layers import prunable_layers
 from keras_hessian.pruning.masks import bias_mask
+
+SCHEDULES = ("polynomial", "constant")
+
+
+def pruning_schedule(schedule: str, sparsity: float, steps: int, *, updates: int = 10, prune_fraction: float = 2 / 3):
+    """The TFMOT schedule of a fine-tune of `steps` optimizer steps: one-shot or iterative.
+
+    * `constant`: one-shot, `ConstantSparsity(sparsity, begin_step=0)` pruning at step 0 only
+      (its frequency is `steps`), then `steps` of fine-tuning at that sparsity.
+    * `polynomial`: iterative (Deep Compression's prune / retrain), `PolynomialDecay(0,
+      sparsity)` from step 0 to the last of `updates` evenly spaced mask updates within the first
+      `prune_fraction` of the steps, then fine-tuning at `sparsity` for the rest. Its end step is
+      a multiple of its frequency, so TFMOT's schedule prunes at the end step and the final
+      sparsity is reached exactly. With fewer than 2 steps it is the one-shot schedule.
+
+    Both give the same number of fine-tune steps, so they compare at equal training cost.
+
+    Example:
+
+    ```python
+    schedule = pruning_schedule("polynomial", 0.9, steps=epochs * math.ceil(len(x) / 64))
+    model.fit(x, y, epochs=epochs, batch_size=64, callbacks=[PruneDuringTraining(schedule)])
+    ```
+    """
+    from tensorflow_model_optimization.sparsity.keras import ConstantSparsity, PolynomialDecay
+
+    check_choice("schedule", schedule, SCHEDULES)
+    sparsity = check_float("sparsity", sparsity, minimum=0.0, maximum=1.0, exclusive_maximum=True)
+    steps = check_int("steps", steps, 1)
+    updates = check_int("updates", updates, 1)
+    prune_fraction = check_float("prune_fraction", prune_fraction, minimum=0.0, exclusive_minimum=True, maximum=1.0)
+    # The last step that begins is steps - 1; pruning must end by then to reach `sparsity`.
+    span = min(steps - 1, max(1, int(prune_fraction * steps)))
+    if schedule == "constant" or span < 1:
+        return ConstantSparsity(sparsity, begin_step=0, frequency=steps)
+    frequency = max(1, span // min(updates, span))
+    return PolynomialDecay(0.0, sparsity, begin_step=0, end_step=frequency * (span // frequency), frequency=frequency)
 
 
 class PruneDuringTraining(StepTransformCallback):

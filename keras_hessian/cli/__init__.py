@@ -1,4 +1,4 @@
-"""The `keras-hessian` command: one module per sub-command (`demo`, `spectrum`, `train`, `quantize`, `export`).
+"""The `keras-hessian` command: one module per sub-command (`demo`, `spectrum`, `train`, `quantize`, `prune`, `export`).
 
 Each sub-command module has `add_parser(subparsers)` and `run(args)`. Building the parser imports
 no TensorFlow, so `--help`, `--version` and argument errors are instant; a sub-command imports
@@ -12,17 +12,17 @@ import sys
 import traceback
 
 from keras_hessian._version import __version__
-from keras_hessian.cli import demo, export, quantize, spectrum, train
+from keras_hessian.cli import demo, export, prune, quantize, spectrum, train
 from keras_hessian.cli._common import add_verbose, one_line, quiet_warnings
 
-_COMMANDS = (demo, spectrum, train, quantize, export)
+_COMMANDS = (demo, spectrum, train, quantize, prune, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-hessian` with its sub-commands (imports no TensorFlow)."""
     parser = argparse.ArgumentParser(
         prog="keras-hessian",
-        description="Hessian spectra, adaptive batch size, quantized layers and TFLite export for Keras.",
+        description="Hessian spectra, adaptive batch size, pruning, quantized layers and TFLite export for Keras.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_verbose(parser, default=False)

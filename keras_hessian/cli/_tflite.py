@@ -32,8 +32,10 @@ def export_data(name: str, model: Any) -> tuple[Any, tuple[Any, Any]]:
     return fit(x_train).astype("float32"), (fit(x_test).astype("float32"), y_test)
 
 
-def write_checked(model: Any, output: str, mode: str, calibration: Any, evaluation: Any) -> tuple[str, dict | None]:
-    """Convert `model` to `output` (`to_tflite`), with the parity report on `evaluation` if given.
+def write_checked(
+    model: Any, output: str, mode: str, calibration: Any, evaluation: Any, *, sparse: bool = False
+) -> tuple[str, dict | None]:
+    """Convert `model` to `output` (`to_tflite`, `sparse` storage if asked), with the parity report on `evaluation`.
 
     Returns `(absolute target path, report or None)`.
     """
@@ -43,7 +45,7 @@ def write_checked(model: Any, output: str, mode: str, calibration: Any, evaluati
     directory, name = os.path.split(target)
     temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tflite")
     try:
-        written = export.to_tflite(model, temporary, mode=mode, representative_data=calibration)
+        written = export.to_tflite(model, temporary, mode=mode, representative_data=calibration, sparse=sparse)
         report = None if evaluation is None else export.parity_report(model, written, evaluation)
         os.replace(written, target)
     finally:

@@ -85,13 +85,15 @@ def test_package_names_are_lazy_and_complete():
 
 
 def test_choices_spelled_out_for_the_parser_match_the_library():
-    from keras_hessian import export, hawq
-    from keras_hessian.callbacks import LR_SCALING_RULES, METHODS
+    from keras_hessian import export, hawq, pruning
+    from keras_hessian.callbacks import LR_SCALING_RULES, METHODS, SCHEDULES
     from keras_hessian.cli import export as export_command
-    from keras_hessian.cli import quantize, train
+    from keras_hessian.cli import prune, quantize, train
 
     assert train.METHODS == tuple(METHODS)
     assert train.LR_SCALING_RULES == tuple(LR_SCALING_RULES)
     assert export_command.MODES == tuple(export.MODES)
     assert set(quantize.CANDIDATES) == set(hawq.CANDIDATES) and quantize.METRICS == hawq.METRICS
     assert quantize.DEFAULT_CANDIDATES == ",".join(hawq.DEFAULT_CANDIDATES)
+    assert prune.CRITERIA == tuple(pruning.CRITERIA) and prune.GRANULARITIES == tuple(pruning.GRANULARITIES)
+    assert prune.ALLOCATIONS == tuple(pruning.ALLOCATIONS) and prune.SCHEDULES == tuple(SCHEDULES)
