@@ -1,6 +1,7 @@
 """The Hessian engine: pure TensorFlow math over Keras models. Imports no callback, layer or CLI.
 
-`operators/` say how to multiply by the Hessian (`HessianOperator`, `DeflatedOperator`);
+`operators/` say how to multiply by a curvature matrix (`HessianOperator`, `GaussNewtonOperator`,
+`EmpiricalFisherOperator`, `DeflatedOperator`);
 `algorithms/` say what to do with the products (`top_eigenvalues`, `hutchinson_trace`,
 `hessian_diagonal`, `spectral_density`); `results.py` holds what they return, `vectors.py` the
 parameter-vector algebra.
@@ -13,13 +14,15 @@ from keras_hessian.hessian.algorithms import (
     spectral_density,
     top_eigenvalues,
 )
-from keras_hessian.hessian.operators import HessianOperator
+from keras_hessian.hessian.operators import EmpiricalFisherOperator, GaussNewtonOperator, HessianOperator
 from keras_hessian.hessian.results import DensityResult, DiagonalResult, EigenResult, TraceResult
 
 __all__ = [
     "DensityResult",
     "DiagonalResult",
     "EigenResult",
+    "EmpiricalFisherOperator",
+    "GaussNewtonOperator",
     "HessianOperator",
     "TraceResult",
     "hessian_diagonal",

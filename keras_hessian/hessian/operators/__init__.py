@@ -1,6 +1,7 @@
 """Operators: how to multiply a parameter vector by a curvature matrix.
 
-An operator offers `hvp(v)`, `hvp_many(vs)`, `variables`, `num_parameters`, `hvp_count` and
+An operator (`HessianOperator`, `GaussNewtonOperator`, `EmpiricalFisherOperator`, `DeflatedOperator`)
+offers `hvp(v)`, `hvp_many(vs)`, `variables`, `num_parameters`, `hvp_count` and
 `blocks`; the algorithms (`keras_hessian.hessian.algorithms`) need nothing more.
 """
 
@@ -12,6 +13,8 @@ from keras_hessian.hessian.operators._products import (
     tf_variable,
 )
 from keras_hessian.hessian.operators.deflated import DeflatedOperator
+from keras_hessian.hessian.operators.fisher import EmpiricalFisherOperator
+from keras_hessian.hessian.operators.ggn import GaussNewtonOperator
 from keras_hessian.hessian.operators.hessian import HessianOperator
 
 __all__ = [
@@ -20,6 +23,8 @@ __all__ = [
     "HVP_METHODS",
     "REVERSE_OVER_REVERSE",
     "DeflatedOperator",
+    "EmpiricalFisherOperator",
+    "GaussNewtonOperator",
     "HessianOperator",
     "tf_variable",
 ]

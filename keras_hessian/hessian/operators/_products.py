@@ -46,9 +46,18 @@ def _with_state_restored(body: Callable, stateful: list) -> Callable:
     return run
 
 
-def _bodies(total_loss: TotalLoss, tf_vars: list, has_weights: bool) -> dict[str, Callable]:
+def unpacker(has_weights: bool) -> Callable:
+    """`batch -> (x, y, sample_weight or None)` for the packed batches the functions receive."""
+
     def unpack(batch):
         return batch[0], batch[1], (batch[2] if has_weights else None)
+
+    return unpack
+
+
+def hessian_bodies(total_loss: TotalLoss, tf_vars: list, has_weights: bool) -> dict[str, Callable]:
+    """The Hessian's uncompiled bodies: `"gradient"`, one per HVP method, and `"hvp_many"`."""
+    unpack = unpacker(has_weights)
 
     def loss_and_gradient(batch):
         with tf.GradientTape() as tape:
@@ -101,20 +110,21 @@ def _bodies(total_loss: TotalLoss, tf_vars: list, has_weights: bool) -> dict[str
 
 def compile_product(
     kind: str,
-    total_loss: TotalLoss,
+    make_bodies: Callable[[list], dict[str, Callable]],
     variables: list,
     stateful: list,
     batch_specs: list,
-    has_weights: bool,
     method: str,
 ) -> Callable:
     """The `tf.function` for `kind`: `"gradient"`, `"hvp"` or `"hvp_many_<k>"`.
 
-    `variables` are the operator's (Keras or tf) variables, `stateful` the tf.Variables restored
-    after each call, `batch_specs` the input signature of one batch.
+    `make_bodies(tf_vars)` gives the uncompiled bodies (`hessian_bodies` for the Hessian; the
+    other curvature matrices give their own), `variables` are the operator's (Keras or tf)
+    variables, `stateful` the tf.Variables restored after each call, `batch_specs` the input
+    signature of one batch.
     """
     tf_vars = [tf_variable(v) for v in variables]
-    bodies = _bodies(total_loss, tf_vars, has_weights)
+    bodies = make_bodies(tf_vars)
     if kind == "gradient":
         return tf.function(_with_state_restored(bodies["gradient"], stateful), input_signature=[batch_specs])
     if kind == "hvp":

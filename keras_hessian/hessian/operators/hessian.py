@@ -21,7 +21,13 @@ from keras_hessian._validation import ArgumentTypeError, check_bool, check_choic
 from keras_hessian.hessian.operators._blocks import resolve_blocks
 from keras_hessian.hessian.operators._data import check_label_shape, first_dim, prepare_data
 from keras_hessian.hessian.operators._losses import resolve_loss
-from keras_hessian.hessian.operators._products import DEFAULT_HVP_METHOD, HVP_METHODS, compile_product, tf_variable
+from keras_hessian.hessian.operators._products import (
+    DEFAULT_HVP_METHOD,
+    HVP_METHODS,
+    compile_product,
+    hessian_bodies,
+    tf_variable,
+)
 from keras_hessian.hessian.operators._replicas import distributed_mean
 
 
@@ -221,14 +227,17 @@ class HessianOperator:
         if key not in self._functions:
             self._functions[key] = compile_product(
                 kind,
-                self._total_loss,
+                self._product_bodies,
                 self.variables,
                 self._stateful_variables(),
                 self._batch_specs(batch_size),
-                self._data.has_weights,
                 self.method,
             )
         return self._functions[key]
+
+    def _product_bodies(self, tf_vars: list) -> dict[str, Callable]:
+        """The uncompiled products; the other curvature operators override only this."""
+        return hessian_bodies(self._total_loss, tf_vars, self._data.has_weights)
 
     def _pack(self, batch) -> list:
         x, y, w = batch
@@ -298,7 +307,7 @@ class HessianOperator:
 
     def __repr__(self) -> str:
         return (
-            f"HessianOperator(model={getattr(self.model, 'name', '?')!r}, parameters={self.num_parameters}, "
+            f"{type(self).__name__}(model={getattr(self.model, 'name', '?')!r}, parameters={self.num_parameters}, "
             f"examples={self._num_examples}, blocks={self.blocks}, training={self.training}, method={self.method!r})"
         )
 
