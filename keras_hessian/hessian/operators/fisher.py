@@ -6,8 +6,6 @@ Kept here rather than taken from a library: TensorFlow has none, and the peers t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 import numpy as np
 import tensorflow as tf
 
@@ -61,23 +59,8 @@ class EmpiricalFisherOperator(OutputCurvatureOperator):
             replicas).
     """
 
-    def __init__(
-        self,
-        model,
-        data,
-        loss: str | Callable | None = None,
-        *,
-        blocks: str | Sequence | dict = "model",
-        training: bool = False,
-        method: str | None = None,
-        batch_size: int | None = None,
-        cache: bool = True,
-        strategy: tf.distribute.Strategy | None = None,
-    ):
-        super().__init__(
-            model, data, loss, blocks=blocks, training=training, method=method, batch_size=batch_size,
-            cache=cache, strategy=strategy,
-        )
+    def _validate_loss(self) -> None:
+        # Before the loss is tried: weights of another shape may broadcast inside it.
         x, _, w = self._data.first
         if w is not None:
             sizes = [int(np.prod(t.shape)) for t in tf.nest.flatten(w)]
@@ -87,6 +70,7 @@ class EmpiricalFisherOperator(OutputCurvatureOperator):
                     f"Received weights of shape {[tuple(t.shape) for t in tf.nest.flatten(w)]} "
                     f"for {first_dim(x)} examples."
                 )
+        super()._validate_loss()
 
     def _output_product(self, x, y, w, y_pred, outputs: list, jv: list) -> list:
         points = [tf.stop_gradient(o) for o in outputs]

@@ -137,7 +137,9 @@ def test_every_estimator_runs(references):
     trace = hutchinson_trace(op, seed=0, tol=1e-3, max_iter=400)
     assert abs(trace.trace - np.trace(ggn)) < max(4 * trace.standard_error, 0.02 * np.trace(ggn))
     diagonal = hessian_diagonal(op, seed=0, num_probes=400, tol=0.02)
-    assert relative_error(flat(diagonal.diagonal), np.diag(ggn)) < 0.25
+    # Hutchinson's diagonal is stochastic: its error against the exact diagonal is within its own error bars.
+    error = flat(diagonal.diagonal) - np.diag(ggn)
+    assert np.sqrt(np.mean(error**2)) < 3 * np.sqrt(np.mean(flat(diagonal.standard_error) ** 2))
     density = spectral_density(op, n_vectors=2, lanczos_steps=30, seed=0)
     assert density.nodes.min() >= -1e-4 * eigenvalues[-1]
     assert density.nodes.max() <= eigenvalues[-1] * (1 + 1e-3)
