@@ -5,7 +5,9 @@ An operator offers `hvp(v)`, `hvp_many(vs)`, `variables`, `num_parameters`, `hvp
 """
 
 from keras_hessian.hessian.operators._products import (
+    AUTODIFF_HVP_METHODS,
     DEFAULT_HVP_METHOD,
+    FINITE_DIFFERENCE,
     FORWARD_OVER_REVERSE,
     HVP_METHODS,
     REVERSE_OVER_REVERSE,
@@ -15,7 +17,9 @@ from keras_hessian.hessian.operators.deflated import DeflatedOperator
 from keras_hessian.hessian.operators.hessian import HessianOperator
 
 __all__ = [
+    "AUTODIFF_HVP_METHODS",
     "DEFAULT_HVP_METHOD",
+    "FINITE_DIFFERENCE",
     "FORWARD_OVER_REVERSE",
     "HVP_METHODS",
     "REVERSE_OVER_REVERSE",
