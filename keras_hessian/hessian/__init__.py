@@ -2,28 +2,31 @@
 
 `operators/` say how to multiply by the Hessian (`HessianOperator`, `DeflatedOperator`);
 `algorithms/` say what to do with the products (`top_eigenvalues`, `hutchinson_trace`,
-`hessian_diagonal`, `spectral_density`); `results.py` holds what they return, `vectors.py` the
+`hessian_diagonal`, `spectral_density`, `loss_landscape`); `results.py` holds what they return, `vectors.py` the
 parameter-vector algebra.
 """
 
 from keras_hessian.hessian.algorithms import (
     hessian_diagonal,
     hutchinson_trace,
+    loss_landscape,
     per_block,
     spectral_density,
     top_eigenvalues,
 )
 from keras_hessian.hessian.operators import HessianOperator
-from keras_hessian.hessian.results import DensityResult, DiagonalResult, EigenResult, TraceResult
+from keras_hessian.hessian.results import DensityResult, DiagonalResult, EigenResult, LandscapeResult, TraceResult
 
 __all__ = [
     "DensityResult",
     "DiagonalResult",
     "EigenResult",
     "HessianOperator",
+    "LandscapeResult",
     "TraceResult",
     "hessian_diagonal",
     "hutchinson_trace",
+    "loss_landscape",
     "per_block",
     "spectral_density",
     "top_eigenvalues",
