@@ -1,4 +1,4 @@
-"""Figures of what keras-hessian measures, written as PNG with matplotlib.
+"""Figures of what keras-hessian measures (density, histories, sensitivity, loss landscape), as PNG.
 
 Figures are built with matplotlib's object-oriented API (`matplotlib.figure.Figure`, saved through
 its own Agg canvas), never through pyplot: drawing a figure neither switches the user's backend
@@ -136,4 +136,56 @@ def plot_sensitivity(plan, path: str | os.PathLike, *, title: str | None = None)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize="small")
     ax.set_ylabel(f"sensitivity ({getattr(plan, 'metric', 'trace')} per weight)")
     ax.set_title(title or "Per-layer Hessian sensitivity and chosen precision")
+    return _save(fig, path)
+
+
+def plot_landscape(result, path: str | os.PathLike, *, title: str | None = None) -> str:
+    """Draw a `LandscapeResult` to PNG: a curve for one direction, filled contours for two.
+
+    Example:
+
+    ```python
+    plot_landscape(loss_landscape(model, (x, y), directions="top_eigenvector"), "landscape.png")
+    ```
+
+    Args:
+        result: a `LandscapeResult` (from `keras_hessian.hessian.loss_landscape`).
+        path: the PNG file to write.
+        title: the figure's title (default: what the directions are).
+
+    Returns:
+        The path written.
+    """
+    losses = np.asarray(result.losses, dtype=float)
+    offsets = np.asarray(result.offsets, dtype=float)
+    if losses.ndim not in (1, 2) or losses.shape[0] != len(offsets):
+        raise ValueError(
+            f"result must hold losses of shape (steps,) or (steps, steps) for its {len(offsets)} offsets. "
+            f"Received losses of shape {losses.shape}."
+        )
+    names = {"top_eigenvector": "top Hessian eigenvector", "random": "random direction", "vectors": "direction"}
+    name = names.get(result.kind, "direction")
+    eigenvalues = getattr(result, "eigenvalues", None)
+
+    def label(axis: int) -> str:
+        suffix = f" (lambda = {eigenvalues[axis]:.4g})" if eigenvalues is not None else ""
+        return f"offset along {name} {axis + 1}{suffix}"
+
+    fig = _figure(figsize=(6, 4.5 if losses.ndim == 2 else 4))
+    ax = fig.subplots()
+    if losses.ndim == 1:
+        ax.plot(offsets, losses, marker="o", markersize=3)
+        ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel(label(0))
+        ax.set_ylabel("loss")
+    else:
+        # losses[i, j]: offsets[i] along direction 1 (x axis), offsets[j] along direction 2 (y axis).
+        filled = ax.contourf(offsets, offsets, losses.T, levels=30, cmap="viridis")
+        ax.contour(offsets, offsets, losses.T, levels=10, colors="white", linewidths=0.5)
+        fig.colorbar(filled, ax=ax, label="loss")
+        ax.plot([0.0], [0.0], marker="+", color="red", markersize=10)
+        ax.set_xlabel(label(0))
+        ax.set_ylabel(label(1))
+    plural = "s" if losses.ndim == 2 else ""
+    ax.set_title(title or f"Loss landscape along the {name}{plural}")
     return _save(fig, path)

@@ -56,3 +56,19 @@ def test_sensitivity_png_from_a_plan(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="at least one layer"):
         plot_sensitivity({}, tmp_path / "e.png")
+
+
+@pytest.mark.parametrize("dims", [1, 2])
+def test_plot_landscape_writes_a_png(tmp_path, dims):
+    from keras_hessian.hessian import LandscapeResult
+    from keras_hessian.plots import plot_landscape
+
+    offsets = np.linspace(-1, 1, 5)
+    grid = offsets**2 if dims == 1 else offsets[:, None] ** 2 + 2 * offsets[None, :] ** 2
+    result = LandscapeResult(offsets=offsets, losses=grid, directions=[], kind="random", normalize="filter")
+    path = plot_landscape(result, tmp_path / f"landscape{dims}.png")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="losses"):
+        bad = LandscapeResult(offsets=offsets, losses=np.zeros(3), directions=[], kind="random", normalize=None)
+        plot_landscape(bad, tmp_path / "bad.png")

@@ -1,4 +1,4 @@
-"""`keras-hessian spectrum MODEL.keras --data ...`: top eigenvalues, trace and density of a saved model."""
+"""`keras-hessian spectrum MODEL.keras --data ...`: top eigenvalues, trace, density and loss landscape of a saved model."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from keras_hessian.cli._model import check_examples, load_model, model_loss
 SPLITS = ("train", "test")
 # spectral_density's defaults, named in the progress line.
 _SLQ_RUNS, _SLQ_STEPS, _SLQ_DEFLATION = 16, 60, 10
+# The landscape's grid along the (unit) top eigenvector: PyHessian's example's 21 points.
+_LANDSCAPE_SPAN, _LANDSCAPE_STEPS = 1.0, 21
 
 
 def add_parser(subparsers: Any) -> None:
@@ -44,6 +46,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--top-k", type=int, default=3, help="number of top eigenvalues (default 3)")
     parser.add_argument("--trace", action="store_true", help="also estimate the trace (Hutch++)")
     parser.add_argument("--density", metavar="PNG", help="write the SLQ spectral density to this PNG")
+    parser.add_argument(
+        "--landscape", metavar="PNG",
+        help="write the loss along the top Hessian eigenvector (offsets -1..1, 21 points) to this PNG",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument(
         "--layers", action="store_true", help="also one spectrum per layer (Hessian diagonal blocks)"
@@ -68,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     check_input_file("MODEL", args.model)
     check_output_file("--json", args.json)
     check_output_file("--density", args.density)
+    check_output_file("--landscape", args.landscape)
     quiet_tensorflow(args.verbose)
     model = load_model(args.model, command="spectrum", unsafe=args.unsafe)
     loss, loss_name = model_loss(model, args.loss)
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.model}: {model.count_params()} parameters; Hessian of {loss_name} over {len(x)} examples of {source}")
     report = spectrum_report(
         model, x, y, loss=loss, top_k=top_k, trace=args.trace, layers=args.layers, density=args.density,
-        seed=args.seed,
+        seed=args.seed, landscape=args.landscape,
     )
     report.update(model=args.model, data=args.data, split=args.split)
     if args.json:
@@ -100,6 +107,7 @@ def spectrum_report(
     density: str | None,
     seed: int,
     loss: Any = None,
+    landscape: str | None = None,
 ) -> dict:
     """Measure and print the spectrum of `model` on `(x, y)`; return it as a JSON-ready dict.
 
@@ -107,9 +115,16 @@ def spectrum_report(
     (Hessian diagonal block) follows.
     """
     from keras_hessian import plots
-    from keras_hessian.hessian import HessianOperator, hutchinson_trace, spectral_density, top_eigenvalues
+    from keras_hessian.hessian import (
+        HessianOperator,
+        hutchinson_trace,
+        loss_landscape,
+        spectral_density,
+        top_eigenvalues,
+    )
 
     report: dict = {"parameters": None, "examples": len(x), "blocks": {}}
+    top_eigen = None
     with progress(f"Hessian operator on {len(x)} examples"):
         operator = HessianOperator(model, (x, y), loss=loss)
         # An operator with several blocks makes the estimators answer per block: one operator per layer.
@@ -123,6 +138,8 @@ def spectrum_report(
             eigen = top_eigenvalues(block, k=k, seed=seed)
         entry["eigenvalues"] = [float(v) for v in eigen.eigenvalues]
         entry["eigenvalue_hvps"] = eigen.hvp_count
+        if name == "model":
+            top_eigen = eigen
         if trace:
             with progress(f"{name}: trace (Hutch++)"):
                 result = hutchinson_trace(block, seed=seed)
@@ -151,4 +168,21 @@ def spectrum_report(
         plots.plot_density(result, density)
         report["density_png"] = density
         print(f"density written to {density}")
+    if landscape:
+        label = f"loss landscape along the top eigenvector ({_LANDSCAPE_STEPS} points in [-{_LANDSCAPE_SPAN:g}, {_LANDSCAPE_SPAN:g}])"
+
+        def point_line(done: int, total: int) -> None:
+            print(f"\r{label} ... point {done}/{total}", end="", flush=True)
+
+        with progress(label):
+            # Along the eigenvector just found (an EigenResult as directions): no second Lanczos run.
+            result = loss_landscape(
+                model, (x, y), directions=top_eigen, span=_LANDSCAPE_SPAN, steps=_LANDSCAPE_STEPS, loss=loss,
+                progress=point_line,
+            )
+        plots.plot_landscape(result, landscape)
+        report["landscape"] = {
+            "png": landscape, "offsets": [float(a) for a in result.offsets], "losses": [float(v) for v in result.losses],
+        }
+        print(f"landscape written to {landscape}")
     return report

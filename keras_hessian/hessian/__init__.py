@@ -3,19 +3,20 @@
 `operators/` say how to multiply by a curvature matrix (`HessianOperator`, `GaussNewtonOperator`,
 `EmpiricalFisherOperator`, `DeflatedOperator`);
 `algorithms/` say what to do with the products (`top_eigenvalues`, `hutchinson_trace`,
-`hessian_diagonal`, `spectral_density`); `results.py` holds what they return, `vectors.py` the
+`hessian_diagonal`, `spectral_density`, `loss_landscape`); `results.py` holds what they return, `vectors.py` the
 parameter-vector algebra.
 """
 
 from keras_hessian.hessian.algorithms import (
     hessian_diagonal,
     hutchinson_trace,
+    loss_landscape,
     per_block,
     spectral_density,
     top_eigenvalues,
 )
 from keras_hessian.hessian.operators import EmpiricalFisherOperator, GaussNewtonOperator, HessianOperator
-from keras_hessian.hessian.results import DensityResult, DiagonalResult, EigenResult, TraceResult
+from keras_hessian.hessian.results import DensityResult, DiagonalResult, EigenResult, LandscapeResult, TraceResult
 
 __all__ = [
     "DensityResult",
@@ -24,9 +25,11 @@ __all__ = [
     "EmpiricalFisherOperator",
     "GaussNewtonOperator",
     "HessianOperator",
+    "LandscapeResult",
     "TraceResult",
     "hessian_diagonal",
     "hutchinson_trace",
+    "loss_landscape",
     "per_block",
     "spectral_density",
     "top_eigenvalues",

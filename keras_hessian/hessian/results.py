@@ -162,3 +162,49 @@ class DensityResult:
             f"grid_points={len(self.grid)} in {span}, sigma={_number(self.sigma, 3)}, "
             f"num_parameters={self.num_parameters}, hvp_count={self.hvp_count})"
         )
+
+
+@dataclass
+class LandscapeResult:
+    """The loss of a model along one or two directions in weight space (`loss_landscape`).
+
+    Attributes:
+        offsets: the grid of step lengths along each direction, `linspace(-span, span, steps)`
+            (it holds 0, the model's own weights, at its centre).
+        losses: the mean loss at each offset, shape `(steps,)` for one direction or
+            `(steps, steps)` for two (`losses[i, j]` at `offsets[i]` along the first direction and
+            `offsets[j]` along the second).
+        directions: the directions used, each a list of numpy arrays shaped like the model's
+            trainable weights (after normalization).
+        kind: `"top_eigenvector"`, `"random"` or `"vectors"` (given by the caller).
+        normalize: the normalization applied (`"filter"`, `"unit"`, or None); top eigenvectors
+            are always unit vectors.
+        eigenvalues: the Hessian eigenvalues of the directions (`kind="top_eigenvector"`), else None.
+    """
+
+    offsets: np.ndarray
+    losses: np.ndarray
+    directions: list
+    kind: str
+    normalize: str | None
+    eigenvalues: np.ndarray | None = None
+
+    @property
+    def dims(self) -> int:
+        """Number of directions (1 or 2)."""
+        return int(np.ndim(self.losses))
+
+    @property
+    def loss_at_origin(self) -> float:
+        """The loss at the model's own weights (the grid's centre)."""
+        centre = len(self.offsets) // 2
+        return float(self.losses[(centre,) * self.dims])
+
+    def __repr__(self) -> str:
+        eigen = f", eigenvalues={_values(self.eigenvalues)}" if self.eigenvalues is not None else ""
+        span = _number(self.offsets[-1], 4)
+        return (
+            f"LandscapeResult(kind={self.kind!r}, dims={self.dims}, steps={len(self.offsets)}, span={span}, "
+            f"loss_at_origin={_number(self.loss_at_origin)}, min={_number(np.min(self.losses))}, "
+            f"max={_number(np.max(self.losses))}, normalize={self.normalize!r}{eigen})"
+        )

@@ -1,4 +1,5 @@
-"""Algorithms: what to do with an operator's products (eigenvalues, trace, diagonal, spectral density).
+"""Algorithms: what to do with an operator's products (eigenvalues, trace, diagonal, spectral density),
+and the loss landscape along the top eigenvectors or random directions.
 
 Each is a function of an operator and runs on any of them (`keras_hessian.hessian.operators`).
 """
@@ -12,6 +13,7 @@ from keras_hessian.hessian.algorithms.eigen import (
     compatible_vectors,
     top_eigenvalues,
 )
+from keras_hessian.hessian.algorithms.landscape import loss_landscape
 from keras_hessian.hessian.algorithms.trace import hutchinson_trace
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "compatible_vectors",
     "hessian_diagonal",
     "hutchinson_trace",
+    "loss_landscape",
     "per_block",
     "spectral_density",
     "top_eigenvalues",

@@ -6,7 +6,9 @@ offers `hvp(v)`, `hvp_many(vs)`, `variables`, `num_parameters`, `hvp_count` and
 """
 
 from keras_hessian.hessian.operators._products import (
+    AUTODIFF_HVP_METHODS,
     DEFAULT_HVP_METHOD,
+    FINITE_DIFFERENCE,
     FORWARD_OVER_REVERSE,
     HVP_METHODS,
     REVERSE_OVER_REVERSE,
@@ -18,7 +20,9 @@ from keras_hessian.hessian.operators.ggn import GaussNewtonOperator
 from keras_hessian.hessian.operators.hessian import HessianOperator
 
 __all__ = [
+    "AUTODIFF_HVP_METHODS",
     "DEFAULT_HVP_METHOD",
+    "FINITE_DIFFERENCE",
     "FORWARD_OVER_REVERSE",
     "HVP_METHODS",
     "REVERSE_OVER_REVERSE",

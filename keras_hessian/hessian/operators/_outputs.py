@@ -15,6 +15,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from keras_hessian.hessian.operators._products import (
+    AUTODIFF_HVP_METHODS,
     FORWARD_OVER_REVERSE,
     REVERSE_OVER_REVERSE,
     ZERO,
@@ -38,6 +39,9 @@ class OutputCurvatureOperator(HessianOperator):
     in u, so `J v` is the gradient of `(J^T u) . v` with respect to u), which lets one forward
     pass serve all the vectors of `hvp_many`.
     """
+
+    # A finite difference of gradients would give the Hessian, not this matrix.
+    _methods = AUTODIFF_HVP_METHODS
 
     def _output_product(self, x, y, w, y_pred, outputs: list, jv: list) -> list:
         """`M (J v)` per flattened output; `outputs` are the (float32) flattened predictions."""
@@ -93,8 +97,10 @@ class OutputCurvatureOperator(HessianOperator):
                 products = products_reverse(batch, vectors)
             return [tf.stack([products[j][i] for j in range(k)]) for i in range(len(tf_vars))]
 
+        shared = hessian_bodies(self._total_loss, tf_vars, self._data.has_weights)
         return {
-            "gradient": hessian_bodies(self._total_loss, tf_vars, self._data.has_weights)["gradient"],
+            "loss": shared["loss"],
+            "gradient": shared["gradient"],
             FORWARD_OVER_REVERSE: product_forward,
             REVERSE_OVER_REVERSE: lambda batch, vector: products_reverse(batch, [vector])[0],
             "hvp_many": hvp_many,

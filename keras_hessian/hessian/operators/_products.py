@@ -1,4 +1,4 @@
-"""The compiled functions of an operator: loss and gradient, one HVP, k HVPs sharing one pass.
+"""The compiled functions of an operator: loss, loss and gradient, one HVP, k HVPs sharing one pass.
 
 Each is a `tf.function` with a fixed input signature (traced once per batch shape), and each
 restores the model's stateful variables (BatchNorm moving statistics, dropout seeds) after the
@@ -14,7 +14,11 @@ import tensorflow as tf
 
 REVERSE_OVER_REVERSE = "reverse_over_reverse"
 FORWARD_OVER_REVERSE = "forward_over_reverse"
-HVP_METHODS = (REVERSE_OVER_REVERSE, FORWARD_OVER_REVERSE)
+FINITE_DIFFERENCE = "finite_difference"
+# The methods with a compiled per-batch product; the finite difference instead runs two
+# ordinary gradient passes around a host-side perturbation of the weights (_finite_difference.py).
+AUTODIFF_HVP_METHODS = (REVERSE_OVER_REVERSE, FORWARD_OVER_REVERSE)
+HVP_METHODS = (*AUTODIFF_HVP_METHODS, FINITE_DIFFERENCE)
 # Picked by benchmarks/hvp_cost.py on the 2-core CPU machine (results/hvp_cost.json).
 DEFAULT_HVP_METHOD = REVERSE_OVER_REVERSE
 
@@ -56,8 +60,12 @@ def unpacker(has_weights: bool) -> Callable:
 
 
 def hessian_bodies(total_loss: TotalLoss, tf_vars: list, has_weights: bool) -> dict[str, Callable]:
-    """The Hessian's uncompiled bodies: `"gradient"`, one per HVP method, and `"hvp_many"`."""
+    """The Hessian's uncompiled bodies: `"loss"`, `"gradient"`, one per autodiff HVP method, `"hvp_many"`."""
     unpack = unpacker(has_weights)
+
+    def loss_only(batch):
+        loss, _ = total_loss(*unpack(batch))
+        return loss
 
     def loss_and_gradient(batch):
         with tf.GradientTape() as tape:
@@ -101,6 +109,7 @@ def hessian_bodies(total_loss: TotalLoss, tf_vars: list, has_weights: bool) -> d
         return [tf.stack([products[j][i] for j in range(k)]) for i in range(len(tf_vars))]
 
     return {
+        "loss": loss_only,
         "gradient": loss_and_gradient,
         REVERSE_OVER_REVERSE: hvp_reverse,
         FORWARD_OVER_REVERSE: hvp_forward,
@@ -116,7 +125,7 @@ def compile_product(
     batch_specs: list,
     method: str,
 ) -> Callable:
-    """The `tf.function` for `kind`: `"gradient"`, `"hvp"` or `"hvp_many_<k>"`.
+    """The `tf.function` for `kind`: `"loss"`, `"gradient"`, `"hvp"` or `"hvp_many_<k>"`.
 
     `make_bodies(tf_vars)` gives the uncompiled bodies (`hessian_bodies` for the Hessian; the
     other curvature matrices give their own), `variables` are the operator's (Keras or tf)
@@ -125,9 +134,11 @@ def compile_product(
     """
     tf_vars = [tf_variable(v) for v in variables]
     bodies = make_bodies(tf_vars)
-    if kind == "gradient":
-        return tf.function(_with_state_restored(bodies["gradient"], stateful), input_signature=[batch_specs])
+    if kind in ("loss", "gradient"):
+        return tf.function(_with_state_restored(bodies[kind], stateful), input_signature=[batch_specs])
     if kind == "hvp":
+        if method not in AUTODIFF_HVP_METHODS:
+            raise KeyError(method)  # pragma: no cover - the finite difference is not compiled per batch
         signature = [batch_specs, vector_specs(variables, [])]
         return tf.function(_with_state_restored(bodies[method], stateful), input_signature=signature)
     if kind.startswith("hvp_many_"):

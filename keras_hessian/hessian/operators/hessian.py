@@ -4,7 +4,7 @@ The operator is the only place that knows about models, losses and data; the alg
 (`algorithms/`) see only `hvp` / `hvp_many`, so any algorithm runs on any operator (the split of
 hessian-eigenthings' `operators/` and `algorithms/`). Its helpers, one concept each: `_data.py`
 (data intake), `_losses.py` (loss resolution), `_blocks.py`, `_products.py` (the compiled
-functions), `_replicas.py` (tf.distribute).
+functions), `_finite_difference.py` (the product by two gradients), `_replicas.py` (tf.distribute).
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._validation import ArgumentTypeError, check_bool, check_choice, check_int, check_type, is_integer
 from keras_hessian.hessian.operators._blocks import resolve_blocks
 from keras_hessian.hessian.operators._data import check_label_shape, first_dim, prepare_data
+from keras_hessian.hessian.operators._finite_difference import finite_difference_hvp, unit_roundoff
 from keras_hessian.hessian.operators._losses import resolve_loss
 from keras_hessian.hessian.operators._products import (
     DEFAULT_HVP_METHOD,
+    FINITE_DIFFERENCE,
     HVP_METHODS,
     compile_product,
     hessian_bodies,
@@ -71,9 +73,13 @@ class HessianOperator:
         training: evaluate the model in training mode (batch statistics, dropout). Moving
             statistics and dropout seeds are restored after every product, so the model is
             left unchanged and every product sees the same dropout mask.
-        method: `"forward_over_reverse"` (`tf.autodiff.ForwardAccumulator` over a tape) or
-            `"reverse_over_reverse"` (nested `tf.GradientTape`); `None` takes the faster one
-            measured by `benchmarks/hvp_cost.py`.
+        method: `"forward_over_reverse"` (`tf.autodiff.ForwardAccumulator` over a tape),
+            `"reverse_over_reverse"` (nested `tf.GradientTape`), or `"finite_difference"`
+            (two gradients at w +/- eps v, for models without second-order autodiff: relative
+            error below 1e-3 in float32 and 1e-6 in float64 on twice-differentiable models,
+            far larger in float32 across ReLU kinks; see `_finite_difference.py`; the weights
+            are restored bit-identically after each product); `None` takes the faster
+            autodiff method measured by `benchmarks/hvp_cost.py`.
         batch_size: batch size for numpy data (default: up to 1024) or for an unbatched
             dataset (required then).
         cache: keep the batches of a dataset in memory after the first pass (default `True`);
@@ -82,6 +88,8 @@ class HessianOperator:
             one with several replicas). Each batch is then split across the replicas and the
             products are all-reduced, giving the same operator as on one device.
     """
+
+    _methods = HVP_METHODS  # the curvature operators built on it take the autodiff ones only
 
     def __init__(
         self,
@@ -107,7 +115,7 @@ class HessianOperator:
         variables = list(model.trainable_variables)
         if not variables:
             raise ValueError("model has no trainable weights: there is no Hessian to take.")
-        self.method = check_choice("method", DEFAULT_HVP_METHOD if method is None else method, HVP_METHODS)
+        self.method = check_choice("method", DEFAULT_HVP_METHOD if method is None else method, self._methods)
         batch_size = check_int("batch_size", batch_size, 1, allow_none=True)
         self.training = check_bool("training", training)
         cache = check_bool("cache", cache)
@@ -131,6 +139,7 @@ class HessianOperator:
             extra = self.model.losses
             if extra:
                 loss = loss + tf.add_n([tf.cast(e, loss.dtype) for e in extra])
+        self._raw_loss_dtype = loss.dtype  # before the cast below: the precision it was computed in
         if loss.dtype in (tf.float16, tf.bfloat16):  # mixed precision: differentiate in float32
             loss = tf.cast(loss, tf.float32)
         return loss, y_pred
@@ -159,6 +168,8 @@ class HessianOperator:
                 ) from error
         finally:
             self._restore_state(state)
+        # The precisions the loss is computed in: they set the finite-difference step.
+        self._compute_dtypes = [t.dtype for t in tf.nest.flatten(y_pred)] + [self._raw_loss_dtype]
         if loss.shape.rank != 0:
             raise ValueError(
                 f"loss must return a scalar (a mean over the batch). It returned shape {loss.shape.as_list()}; "
@@ -278,7 +289,12 @@ class HessianOperator:
     def hvp(self, vector: Sequence) -> list[tf.Tensor]:
         """`H v` for one vector `v` (a list of tensors shaped like `self.variables`)."""
         vector = self._check_vector(vector)
-        result = self._mean_over_data("hvp", vector)
+        if self.method == FINITE_DIFFERENCE:
+            tf_vars = [tf_variable(v) for v in self.variables]
+            roundoff = unit_roundoff(*self._compute_dtypes, *(v.dtype for v in self.variables))
+            result = finite_difference_hvp(tf_vars, vector, lambda: self._mean_over_data("gradient")[1], roundoff)
+        else:
+            result = self._mean_over_data("hvp", vector)
         self.hvp_count += 1
         return list(result)
 
@@ -289,12 +305,18 @@ class HessianOperator:
         """
         if len(vectors) == 0:
             return []
+        if self.method == FINITE_DIFFERENCE:  # two gradients per vector: nothing to share
+            return [self.hvp(v) for v in vectors]
         checked = [self._check_vector(v, "vectors[i]") for v in vectors]
         k = len(checked)
         stacked = [tf.stack([c[i] for c in checked]) for i in range(len(self.variables))]
         result = self._mean_over_data(f"hvp_many_{k}", stacked)
         self.hvp_count += k
         return [[t[j] for t in result] for j in range(k)]
+
+    def mean_loss(self) -> float:
+        """The mean loss over the data at the model's current weights (no gradient taken)."""
+        return float(self._mean_over_data("loss"))
 
     def loss_and_gradient(self) -> tuple[float, list[tf.Tensor]]:
         """The mean loss over the data and its gradient with respect to `self.variables`."""

@@ -127,7 +127,7 @@ def test_bad_input(mlp, flat_data):
     with pytest.raises(ValueError, match="one weight per example"):
         EmpiricalFisherOperator(mlp, (x, y, np.ones((len(x), 2), "float32")))
     with pytest.raises(ValueError, match="method must be one of"):
-        EmpiricalFisherOperator(mlp, (x, y), method="exact")
+        EmpiricalFisherOperator(mlp, (x, y), method="finite_difference")
     with pytest.raises(ValueError, match="labels of shape"):
         EmpiricalFisherOperator(mlp, (x, np.zeros((len(x), 3), "float32")), loss="categorical_crossentropy")
     with pytest.raises(ValueError, match="data is empty"):

@@ -181,6 +181,8 @@ def test_bad_input(references):
     before = [w.numpy() for w in model.weights]
     with pytest.raises(ValueError, match="method must be one of"):
         GaussNewtonOperator(model, (x, y), method="finite_differences")
+    with pytest.raises(ValueError, match="method must be one of"):
+        GaussNewtonOperator(model, (x, y), method="finite_difference")
     with pytest.raises(ValueError, match="labels of shape"):
         GaussNewtonOperator(model, (x, np.zeros((len(x), 3), "float32")), loss="categorical_crossentropy")
     bad = x.copy()
