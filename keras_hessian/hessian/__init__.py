@@ -3,13 +3,15 @@
 `operators/` say how to multiply by a curvature matrix (`HessianOperator`, `GaussNewtonOperator`,
 `EmpiricalFisherOperator`, `DeflatedOperator`);
 `algorithms/` say what to do with the products (`top_eigenvalues`, `hutchinson_trace`,
-`hessian_diagonal`, `spectral_density`, `loss_landscape`); `results.py` holds what they return, `vectors.py` the
+`hessian_diagonal`, `spectral_density`, `loss_landscape`, `layer_table`); `results.py` holds what they return, `vectors.py` the
 parameter-vector algebra.
 """
 
 from keras_hessian.hessian.algorithms import (
+    LayerTable,
     hessian_diagonal,
     hutchinson_trace,
+    layer_table,
     loss_landscape,
     per_block,
     spectral_density,
@@ -26,9 +28,11 @@ __all__ = [
     "GaussNewtonOperator",
     "HessianOperator",
     "LandscapeResult",
+    "LayerTable",
     "TraceResult",
     "hessian_diagonal",
     "hutchinson_trace",
+    "layer_table",
     "loss_landscape",
     "per_block",
     "spectral_density",

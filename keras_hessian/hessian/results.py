@@ -7,9 +7,13 @@ per-block results then prints one short line per block).
 
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from keras_hessian._files import check_output_path, write_atomically
 
 # Values listed in full up to this many; longer arrays show their first and last few.
 _SHOWN = 8
@@ -47,6 +51,40 @@ class EigenResult:
     hvp_count: int
     converged: bool
     method: str
+
+    def save(self, path: str | os.PathLike) -> str:
+        """Write the result as `.npz` (eigenvalues, counts, and eigenvector `j` of variable `i` as `vector_j_i`)."""
+        arrays = {
+            "eigenvalues": np.asarray(self.eigenvalues),
+            "hvp_count": np.asarray(self.hvp_count),
+            "converged": np.asarray(self.converged),
+            "method": np.asarray(self.method),
+            "shapes": np.asarray(len(self.eigenvectors[0]) if self.eigenvectors else 0),
+        }
+        for j, vector in enumerate(self.eigenvectors):
+            for i, tensor in enumerate(vector):
+                arrays[f"vector_{j}_{i}"] = np.asarray(tensor)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        target = check_output_path(path)
+        write_atomically(target, buffer.getvalue())
+        return str(target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EigenResult:
+        """Read a result written by `save`; eigenvectors come back as lists of numpy arrays."""
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            count = int(data["shapes"])
+            vectors = [
+                [data[f"vector_{j}_{i}"] for i in range(count)] for j in range(len(data["eigenvalues"]))
+            ] if count else []
+            return cls(
+                eigenvalues=data["eigenvalues"],
+                eigenvectors=vectors,
+                hvp_count=int(data["hvp_count"]),
+                converged=bool(data["converged"]),
+                method=str(data["method"]),
+            )
 
     def __repr__(self) -> str:
         sizes = {int(sum(np.prod(tuple(t.shape), dtype=np.int64) for t in v)) for v in self.eigenvectors}

@@ -14,14 +14,17 @@ from keras_hessian.hessian.algorithms.eigen import (
     top_eigenvalues,
 )
 from keras_hessian.hessian.algorithms.landscape import loss_landscape
+from keras_hessian.hessian.algorithms.layer_table import LayerTable, layer_table
 from keras_hessian.hessian.algorithms.trace import hutchinson_trace
 
 __all__ = [
     "DEFAULT_EIGEN_METHOD",
     "EIGEN_METHODS",
+    "LayerTable",
     "compatible_vectors",
     "hessian_diagonal",
     "hutchinson_trace",
+    "layer_table",
     "loss_landscape",
     "per_block",
     "spectral_density",
