@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from keras_hessian._validation import check_int
@@ -157,8 +158,14 @@ def spectrum_report(
     if density:
         label = f"spectral density (SLQ: {_SLQ_RUNS} runs x {_SLQ_STEPS} Lanczos steps, top {_SLQ_DEFLATION} deflated)"
 
-        def step_line(step: int, steps: int) -> None:  # the progress line, redrawn after each step
-            print(f"\r{label} ... step {step}/{steps}", end="", flush=True)
+        redraw = sys.stdout.isatty()
+
+        def step_line(step: int, steps: int) -> None:
+            # On a terminal the line is redrawn after each Lanczos step; in a log, every tenth step is appended.
+            if redraw:
+                print(f"\r{label} ... step {step}/{steps}", end="", flush=True)
+            elif step % 10 == 0 or step == steps:
+                print(f" step {step}/{steps}", end="", flush=True)
 
         with progress(label):
             result = spectral_density(
