@@ -45,6 +45,14 @@ def add_verbose(parser: argparse.ArgumentParser, default: Any = argparse.SUPPRES
     )
 
 
+def add_fine_tune_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that load a model, measure its Hessian and fine-tune it (quantize, prune)."""
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="fine-tune learning rate (Adam, 1e-3)")
+    parser.add_argument("--loss", default=None, help="a Keras loss name, for a model saved without a compiled loss")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unsafe", action="store_true", help="load with safe_mode=False: trusted files only")
+
+
 def one_line(error: BaseException, limit: int = 400) -> str:
     """The error as one line: its first line, cut at `limit` characters (Keras may print whole arrays)."""
     text = str(error).strip()

@@ -129,6 +129,17 @@ def check_examples(model: Any, x: Any, y: Any, loss: Any, loss_name: str) -> Non
         ) from error
 
 
+def refuse_overwriting(model: str, outputs: dict) -> None:
+    """Fail if an output path (`{option: path}`, None skipped) names the input model or another output."""
+    given = [(option, path) for option, path in outputs.items() if path is not None]
+    for i, (option, path) in enumerate(given):
+        if same_file(model, path):
+            raise CommandError(f"{option} {path!r} is the input model: writing it would destroy the model.")
+        for other, earlier in given[:i]:
+            if same_file(earlier, path):
+                raise CommandError(f"{option} {path!r} is the same file as {other}: give them two names.")
+
+
 def same_file(a: str, b: str) -> bool:
     """True if paths `a` and `b` name one file (the same path, a symlink, or a hard link)."""
     if os.path.realpath(a) == os.path.realpath(b):

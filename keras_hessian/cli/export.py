@@ -13,14 +13,13 @@ from typing import Any
 from keras_hessian._validation import check_int
 from keras_hessian.cli._common import (
     DATA_HELP,
-    CommandError,
     add_verbose,
     check_input_file,
     check_output_file,
     quiet_tensorflow,
     warn,
 )
-from keras_hessian.cli._model import load_model, same_file
+from keras_hessian.cli._model import load_model, refuse_overwriting
 from keras_hessian.cli._tflite import export_data, write_checked
 
 # keras_hessian.export.MODES, spelled out so that `--help` needs no TensorFlow (a test keeps them equal).
@@ -67,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
             f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d, tfds:NAME or FILE.npz."
         )
     check_input_file("MODEL", args.model)
-    if same_file(args.model, args.output):
-        raise CommandError(
-            f"OUTPUT {args.output!r} is the input model {args.model!r}: writing it would destroy the model."
-        )
+    refuse_overwriting(args.model, {"OUTPUT": args.output})
     if os.path.splitext(args.output)[1].lower() != ".tflite":
         warn("export", f"OUTPUT {args.output!r} does not end in .tflite; it will hold a TFLite flatbuffer.")
     check_output_file("OUTPUT", args.output)

@@ -24,6 +24,7 @@ from keras_hessian._validation import check_float, check_int
 from keras_hessian.cli._common import (
     DATA_HELP,
     CommandError,
+    add_fine_tune_options,
     add_verbose,
     check_input_file,
     check_output_file,
@@ -33,7 +34,7 @@ from keras_hessian.cli._common import (
     quiet_tensorflow,
     warn,
 )
-from keras_hessian.cli._model import check_examples, load_model, model_loss, same_file
+from keras_hessian.cli._model import check_examples, load_model, model_loss, refuse_overwriting
 
 # keras_hessian.pruning / callbacks names, spelled out so that `--help` needs no TensorFlow (a test keeps them equal).
 CRITERIA = ("magnitude", "obd", "random")
@@ -64,14 +65,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--schedule", default="polynomial", choices=SCHEDULES,
                         help="polynomial: iterative, 0 -> sparsity over the first 2/3 of the steps (default); "
                         "constant: one-shot at step 0")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="fine-tune learning rate (Adam, 1e-3)")
     parser.add_argument("--hessian-examples", type=int, default=512,
                         help="training examples of the Hessian for obd and hessian allocation (512)")
-    parser.add_argument("--loss", default=None, help="a Keras loss name, for a model saved without a compiled loss")
     parser.add_argument("--out", required=True, help="the pruned .keras model to write")
     parser.add_argument("--tflite", default=None, help="also export the pruned model to this .tflite file")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--unsafe", action="store_true", help="load with safe_mode=False: trusted files only")
+    add_fine_tune_options(parser)
     add_verbose(parser)
     parser.set_defaults(run=run)
 
@@ -85,11 +83,7 @@ def run(args: argparse.Namespace) -> int:
     check_input_file("MODEL", args.model)
     if not args.out.endswith(".keras"):
         raise CommandError(f"--out {args.out!r} must end in .keras (Keras saves models only under that name).")
-    for option, path in (("--out", args.out), ("--tflite", args.tflite)):
-        if path is not None and same_file(args.model, path):
-            raise CommandError(f"{option} {path!r} is the input model: writing it would destroy the model.")
-    if args.tflite is not None and same_file(args.out, args.tflite):
-        raise CommandError(f"--tflite {args.tflite!r} is the same file as --out: give them two names.")
+    refuse_overwriting(args.model, {"--out": args.out, "--tflite": args.tflite})
     check_output_file("--out", args.out)
     check_output_file("--tflite", args.tflite)
     quiet_tensorflow(args.verbose)

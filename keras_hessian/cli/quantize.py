@@ -15,6 +15,7 @@ from keras_hessian._validation import check_float, check_int
 from keras_hessian.cli._common import (
     DATA_HELP,
     CommandError,
+    add_fine_tune_options,
     add_verbose,
     check_input_file,
     check_output_file,
@@ -24,7 +25,7 @@ from keras_hessian.cli._common import (
     progress,
     quiet_tensorflow,
 )
-from keras_hessian.cli._model import check_examples, load_model, model_loss, same_file
+from keras_hessian.cli._model import check_examples, load_model, model_loss, refuse_overwriting
 from keras_hessian.cli._tflite import export_data, write_checked
 
 # keras_hessian.hawq names, spelled out so that `--help` needs no TensorFlow (a test keeps them equal).
@@ -51,14 +52,11 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--no-pin", action="store_true", help="plan the first and last layers too (default: float32)")
     parser.add_argument("--hessian-examples", type=int, default=512, help="training examples of the Hessian (512)")
     parser.add_argument("--fine-tune-epochs", type=int, default=0, help="quantization-aware epochs after (default: 0)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="fine-tune learning rate (Adam, 1e-3)")
-    parser.add_argument("--loss", default=None, help="a Keras loss name, for a model saved without a compiled loss")
     parser.add_argument("--plan-out", default=None, help="also write the plan as JSON")
     parser.add_argument("--plot", default=None, help="also draw the sensitivities and chosen precisions (PNG)")
     parser.add_argument("--save", default=None, help="also save the quantized Keras model (.keras)")
     parser.add_argument("--out", required=True, help="the .tflite file to write")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--unsafe", action="store_true", help="load with safe_mode=False: trusted files only")
+    add_fine_tune_options(parser)
     add_verbose(parser)
     parser.set_defaults(run=run)
 
@@ -72,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not candidates:
         raise CommandError(f"--candidates: {unknown or 'none'} not among {list(CANDIDATES)}.")
     check_input_file("MODEL", args.model)
-    for option, path in (("--out", args.out), ("--save", args.save)):
-        if path is not None and same_file(args.model, path):
-            raise CommandError(f"{option} {path!r} is the input model: writing it would destroy the model.")
+    refuse_overwriting(args.model, {"--out": args.out, "--save": args.save, "--plan-out": args.plan_out, "--plot": args.plot})
     for option in ("--out", "--plan-out", "--plot", "--save"):
         check_output_file(option, getattr(args, option[2:].replace("-", "_")))
     quiet_tensorflow(args.verbose)

@@ -12,22 +12,6 @@ from keras_hessian.cli import main
 SPARSITY = 0.75
 
 
-@pytest.fixture(scope="module")
-def mlp_keras(tmp_path_factory, digits_npz):
-    """A small trained MLP (64 -> 32 -> 16 -> 10, logits) saved as .keras, compiled with its loss."""
-    data = np.load(digits_npz)
-    keras.utils.set_random_seed(7)
-    model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(32, activation="relu", name="hidden"),
-         keras.layers.Dense(16, activation="relu", name="middle"), keras.layers.Dense(10, name="logits")]
-    )
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data["x"], data["y"], epochs=3, verbose=0)
-    path = tmp_path_factory.mktemp("models") / "mlp.keras"
-    model.save(path)
-    return path
-
-
 def _kernels(model) -> dict[str, np.ndarray]:
     return {layer.name: layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")}
 

@@ -4,29 +4,8 @@ from __future__ import annotations
 
 import json
 
-import keras
-import pytest
-
 from keras_hessian.cli import main
 from keras_hessian.hawq import PrecisionPlan
-
-
-@pytest.fixture(scope="module")
-def mlp_keras(tmp_path_factory, digits_npz):
-    """A small trained MLP (64 -> 32 -> 16 -> 10) saved as .keras."""
-    import numpy as np
-
-    data = np.load(digits_npz)
-    keras.utils.set_random_seed(5)
-    model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(32, activation="relu", name="hidden"),
-         keras.layers.Dense(16, activation="relu", name="middle"), keras.layers.Dense(10, name="logits")]
-    )
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data["x"], data["y"], epochs=3, verbose=0)
-    path = tmp_path_factory.mktemp("models") / "mlp.keras"
-    model.save(path)
-    return path
 
 
 def test_quantize_plans_exports_and_writes_its_files(mlp_keras, digits_npz, tmp_path, capsys):
