@@ -28,6 +28,7 @@ RANKS = {
     "export": 8,
     "plots": 9,
     "models": 9,
+    "architectures": 9,
     "cli": 10,
     "__main__": 11,
     "__init__": 11,

@@ -7,7 +7,7 @@ import numpy as np
 from keras_hessian._validation import check_float, check_int
 from keras_hessian.data._types import Split
 
-__all__ = ["load_digits", "load_mnist1d"]
+__all__ = ["load_digits", "load_digits_rgb", "load_digits_tokens", "load_mnist1d"]
 
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0, image: bool = True) -> tuple[Split, Split]:
@@ -35,6 +35,43 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0, image: bool = True) 
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
     return (x_train, y_train), (x_test, y_test)
+
+
+def load_digits_rgb(size: int = 32, test_fraction: float = 0.25, seed: int = 0) -> tuple[Split, Split]:
+    """The digits of `load_digits` as `size x size` RGB images, for ImageNet-style architectures.
+
+    Each 8x8 image is resized bilinearly and repeated over three channels, so a
+    `keras.applications` model built with `weights=None` and `input_shape=(size, size, 3)` takes it.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`, `x` float32 of shape `(n, size, size, 3)` in [0, 1].
+    """
+    size = check_int("size", size, minimum=8)
+    import tensorflow as tf
+
+    (x_train, y_train), (x_test, y_test) = load_digits(test_fraction, seed, image=True)
+
+    def resize(x):
+        x = tf.image.resize(x, (size, size), method="bilinear").numpy()
+        return np.repeat(x, 3, axis=-1).astype("float32")
+
+    return (resize(x_train), y_train), (resize(x_test), y_test)
+
+
+def load_digits_tokens(test_fraction: float = 0.25, seed: int = 0) -> tuple[Split, Split]:
+    """The digits of `load_digits` as sequences of 64 integer tokens (the raw intensities 0..16).
+
+    Real inputs for token models (an `Embedding` over a vocabulary of 17, a sequence length of 64).
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`, `x` int32 of shape `(n, 64)` in 0..16.
+    """
+    (x_train, y_train), (x_test, y_test) = load_digits(test_fraction, seed, image=False)
+
+    def tokens(x):
+        return np.rint(x * 16.0).astype("int32")
+
+    return (tokens(x_train), y_train), (tokens(x_test), y_test)
 
 
 def load_mnist1d(num_samples: int = 5000, seed: int = 42, channels: bool = True) -> tuple[Split, Split]:
