@@ -80,6 +80,33 @@ def is_graph_network(model: Any) -> bool:
     return bool(getattr(model, "_is_graph_network", False))
 
 
+def is_functional(model: Any) -> bool:
+    """Whether `model` is a Keras 3 Functional model (a subclass included, e.g. a KerasHub backbone).
+
+    `keras.src.models.functional.Functional` has no public alias; `keras.Model(inputs, outputs)`
+    returns one, while a subclassed `keras.Model` with its own `call` is not one.
+    """
+    from keras.src.models.functional import Functional
+
+    return isinstance(model, Functional)
+
+
+def graph_nodes(model: Any) -> list[tuple[Any, list, list, dict]]:
+    """`(operation, input_tensors, output_tensors, call_kwargs)` of every node of a Functional model's graph.
+
+    Read from `Function._nodes_by_depth` and `Node.input_tensors` / `.outputs` /
+    `.arguments.kwargs` (`keras.src.ops.function`, `keras.src.ops.node`): the graph that
+    `model(x)` runs, without the nodes that other models add to the same layers.
+    """
+    found = []
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            found.append((node.operation, list(node.input_tensors), list(node.outputs), dict(node.arguments.kwargs)))
+    return found
+
+
 def is_keras_variable(value: Any) -> bool:
     """True for a Keras 3 variable (public: `keras.Variable`)."""
     return isinstance(value, keras.Variable)

@@ -30,6 +30,7 @@ from keras_hessian.export.planned_storage import store_planned_weights
 from keras_hessian.export.representative_data import representative_dataset
 from keras_hessian.export.storage import store_dynamic_range_weights
 from keras_hessian.layers.registry import is_quantized_layer
+from keras_hessian.quantize.fold import fold_batch_norm as fold_batch_norm_copy
 
 __all__ = ["MODES", "SPARSE_MODES", "auto_mode", "to_tflite"]
 
@@ -50,6 +51,7 @@ def to_tflite(
     representative_data: Any = None,
     narrow_weights: bool = True,
     sparse: bool = False,
+    fold_batch_norm: bool = False,
 ) -> pathlib.Path:
     """Convert a Keras model to a TFLite flatbuffer file that LiteRT runs.
 
@@ -130,6 +132,10 @@ def to_tflite(
             quantization combined. LiteRT's default XNNPACK delegate refuses sparse float32
             FullyConnected weights: run such a file with
             `experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`.
+        fold_batch_norm: first fold each inference-mode BatchNormalization into the float
+            Dense / Conv / DepthwiseConv layer before it (`keras_hessian.quantize.fold_batch_norm`,
+            on a copy). To have the folded weights quantized too, fold when quantizing instead:
+            `quantize_model(model, scheme, fold_batch_norm=True)`.
 
     Returns:
         The path written, as a `pathlib.Path`.
@@ -144,7 +150,10 @@ def to_tflite(
     check_choice("mode", mode, MODES)
     narrow_weights = check_bool("narrow_weights", narrow_weights)
     sparse = check_bool("sparse", sparse)
+    fold = check_bool("fold_batch_norm", fold_batch_norm)
     target = check_output_path(path)
+    if fold:
+        model = fold_batch_norm_copy(model)
     if mode == "auto":
         mode = auto_mode(model)
     if sparse and mode not in SPARSE_MODES:
