@@ -87,3 +87,17 @@ def test_type_hints_are_shipped_with_a_py_typed_marker():
     config.read(ROOT / "setup.cfg")
     assert (ROOT / "keras_hessian" / "py.typed").is_file()
     assert "py.typed" in config["options.package_data"]["keras_hessian"]
+
+
+def test_is_functional_and_graph_nodes_read_the_graph_keras_runs():
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(3, name="dense")
+    hidden = dense(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(hidden, training=False) + hidden)
+    keras.Model(inputs, dense(inputs))  # another model's node on the same layer is not in this graph
+    assert _compat.is_functional(model) and not _compat.is_functional(keras.Sequential([keras.Input((2,))]))
+    nodes = _compat.graph_nodes(model)
+    names = [operation.name for operation, *_ in nodes]
+    assert names.count("dense") == 1 and "bn" in names and len(nodes) == 3
+    bn = next(node for node in nodes if node[0].name == "bn")
+    assert bn[1] == [hidden] and bn[3] == {"training": False}

@@ -171,7 +171,7 @@ def fold_batch_norm_with_record(model: keras.Model) -> tuple[keras.Model, dict[s
             kernel, bias = _folded_weights(source, producers[id(source)])
             target.kernel.assign(kernel.astype(np.float32))
             target.bias.assign(bias.astype(np.float32))
-        elif source.weights:
+        elif getattr(source, "weights", None):  # keras.ops nodes (`x + y`) have none
             target.set_weights(source.get_weights())
     paths = {id(layer): path for path, layer in walk_layers(model)}
     return folded, {paths[id(norm)]: paths[id(producer)] for norm, producer in folds.values()}

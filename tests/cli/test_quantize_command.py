@@ -21,6 +21,8 @@ def test_quantize_plans_exports_and_writes_its_files(mlp_keras, digits_npz, tmp_
     assert f"{plan.predicted_bytes:,} bytes" in printed and "top1_agreement" in printed
     assert out.read_bytes()[4:8] == b"TFL3" and png.read_bytes()[:4] == b"\x89PNG"
     assert json.loads(plan_path.read_text())["format"].startswith("keras-hessian/precision-plan")
+    # quantize_model's report: what the plan quantized (all three layers, --no-pin) and what stayed float.
+    assert "(per-layer plan): quantized 3 layers" in printed
 
 
 def test_a_budget_below_the_minimum_is_one_line_and_keeps_the_old_file(mlp_keras, digits_npz, tmp_path, capsys):

@@ -1,0 +1,217 @@
+"""quantize_model on real graphs: keras.applications MobileNetV2, a functional transformer written with
+operator syntax and keras.ops, a KerasHub BERT classifier (nested backbone, dict inputs), shared layers,
+several inputs and outputs, subclassed models; and its report, checked against the models' own layers."""
+
+from collections import Counter
+
+import keras
+import numpy as np
+import pytest
+
+from keras_hessian import architectures
+from keras_hessian.data import load_digits_tokens
+from keras_hessian.layers import registry
+from keras_hessian.quantize import SCHEMES, QuantizeReport, quantize_model
+
+
+def weights_of(model):
+    return [np.array(w.numpy(), copy=True) for w in model.weights]
+
+
+def assert_same_weights(model, before):
+    after = weights_of(model)
+    assert len(after) == len(before)
+    assert all(np.array_equal(a, b) for a, b in zip(after, before))
+
+
+def call(model, x):
+    return keras.tree.map_structure(np.asarray, model(x, training=False))
+
+
+@pytest.fixture(scope="module")
+def transformer():
+    keras.utils.set_random_seed(1)
+    return architectures.transformer_classifier()
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return load_digits_tokens()[1][0][:8]
+
+
+@pytest.fixture(scope="module")
+def bert():
+    pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(2)
+    return architectures.keras_hub_bert_classifier()
+
+
+def check_quantized_copy(model, scheme, x, tmp_path, skip_first_last=True, save=True):
+    """Builds, leaves the original bit-identical, carries the float weights, saves and reloads to the same outputs."""
+    before = weights_of(model)
+    reference = call(model, x)
+    quantized = quantize_model(model, scheme, skip_first_last=skip_first_last, verbose=False)
+    assert_same_weights(model, before)
+    keras.tree.map_structure(np.testing.assert_array_equal, call(model, x), reference)
+    report = quantized.quantize_report
+    originals = {row.path: row for row in report.layers}
+    for row in report.layers:
+        new = _layer_at(quantized, row.path)
+        old = _layer_at(model, row.path)
+        assert new is not old
+        if row.quantized and scheme not in ("bfloat16",):
+            assert type(new) is registry.quantized_layer_class(scheme, old)
+        elif not row.quantized:
+            assert type(new) is type(old)
+            if old.weights:  # carried: BatchNorm statistics, LayerNorm, Embedding, attention, custom layers
+                for a, b in zip(new.get_weights(), old.get_weights()):
+                    np.testing.assert_array_equal(a, b)
+    assert len(originals) == len(report.layers)
+    outputs = call(quantized, x)
+    if save:
+        path = tmp_path / f"{scheme}.keras"
+        quantized.save(path)
+        loaded = keras.models.load_model(path)
+        keras.tree.map_structure(np.testing.assert_array_equal, call(loaded, x), outputs)
+    return quantized, reference, outputs
+
+
+def _layer_at(model, path):
+    layer = model
+    for name in path.split("/"):
+        layer = layer.get_layer(name)
+    return layer
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_every_scheme_on_the_transformer_with_operator_syntax(transformer, tokens, tmp_path, scheme):
+    quantized, reference, outputs = check_quantized_copy(transformer, scheme, tokens, tmp_path)
+    assert any(not isinstance(op, keras.layers.Layer) for op in quantized.operations)  # the `+` nodes
+    if scheme == "float32":
+        np.testing.assert_array_equal(outputs, reference)
+    if scheme in registry.schemes():  # today 4 Dense + logits, first and last kept: 3
+        quantizable = [layer for layer in transformer.layers if registry.quantized_layer_class(scheme, layer)]
+        assert quantized.quantize_report.counts()["quantized"] == len(quantizable) - 2 >= 3
+
+
+@pytest.mark.parametrize("scheme", ["ternary_residual", "integer", "bfloat16"])
+def test_mobilenet_v2_schemes(mobilenet, images, tmp_path, scheme):
+    quantized, reference, outputs = check_quantized_copy(mobilenet, scheme, images, tmp_path, save=scheme != "integer")
+    if scheme == "integer":
+        # Independent of the rebuild: int8 per-channel kernels hardly move the argmax.
+        assert np.mean(outputs.argmax(-1) == reference.argmax(-1)) >= 0.75
+    if scheme == "bfloat16":  # the precision rule: BatchNorm stays float32, depthwise convolutions compute in bf16
+        policies = {type(layer).__name__: layer.dtype_policy.name for layer in quantized.layers}
+        assert policies["BatchNormalization"] == "float32" and policies["DepthwiseConv2D"] == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("scheme", ["integer", "bfloat16"])
+def test_keras_hub_bert_nested_backbone_and_dict_inputs(bert, tokens, tmp_path, scheme):
+    x = architectures.bert_inputs(tokens)
+    quantized, _, _ = check_quantized_copy(bert, scheme, x, tmp_path, skip_first_last=False)
+    backbone = quantized.get_layer("bert_backbone")
+    assert isinstance(backbone, keras.Model) and backbone is not bert.get_layer("bert_backbone")
+    report = quantized.quantize_report
+    paths = {row.path for row in report.quantized}
+    assert {"bert_backbone/pooled_dense", "logits"} <= paths
+    if scheme == "integer":  # KerasHub's custom blocks are copied whole unless the registry has a class for them
+        custom = {name for name in ("TransformerEncoder", "LayerNormalization")
+                  if not any(t.__name__ == name for t in registry.quantizable_types(scheme))}
+        assert {row.layer_type for row in report.kept_float} >= custom
+
+
+def test_shared_layer_with_two_inputs_and_two_outputs_against_numpy():
+    keras.utils.set_random_seed(3)
+    a, b = keras.Input((6,), name="a"), keras.Input((6,), name="b")
+    shared = keras.layers.Dense(5, name="shared")
+    head = keras.layers.Dense(3, name="head")
+    left, right = shared(a), shared(b)
+    model = keras.Model([a, b], [head(left + right), keras.ops.tanh(right)])
+    before = weights_of(model)
+    quantized = quantize_model(model, "integer", skip_first_last=False, verbose=False)
+    assert_same_weights(model, before)
+    assert [layer.name for layer in quantized.layers] == [layer.name for layer in model.layers]
+    new_shared = quantized.get_layer("shared")
+    assert type(new_shared).__name__ == "IntegerDense" and len(quantized.weights) == len(model.weights)
+    # Independent truth: symmetric per-output-channel int8, s_c = max|W[:, c]| / 127, in numpy.
+    def int8(kernel):
+        scale = np.abs(kernel).max(axis=0) / 127
+        return np.clip(np.round(kernel / scale), -127, 127) * scale
+
+    rng = np.random.default_rng(0)
+    xa, xb = rng.normal(size=(4, 6)).astype("float32"), rng.normal(size=(4, 6)).astype("float32")
+    w, c = (v.numpy().astype(np.float64) for v in (shared.kernel, shared.bias))
+    wh, ch = (v.numpy().astype(np.float64) for v in (head.kernel, head.bias))
+    hidden_a, hidden_b = xa @ int8(w) + c, xb @ int8(w) + c
+    expected = [(hidden_a + hidden_b) @ int8(wh) + ch, np.tanh(hidden_b)]
+    for got, want in zip(quantized([xa, xb]), expected):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_nested_sequential_keeps_structure_and_plan_paths():
+    keras.utils.set_random_seed(4)
+    inner = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="d"),
+                              keras.layers.LayerNormalization(name="ln")], name="inner")
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(inner(inputs) * 2.0))
+    quantized = quantize_model(model, {"inner/d": "binary"}, verbose=False)
+    assert isinstance(quantized.get_layer("inner"), keras.Sequential)
+    assert type(quantized.get_layer("inner").get_layer("d")).__name__ == "BinaryDense"
+    rows = {row.path: row for row in quantized.quantize_report.layers}
+    assert rows["inner/d"].quantized and rows["out"].reason.startswith("not named by the plan")
+    assert rows["inner/ln"].reason.startswith("no quantized form")
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.dense = keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def test_subclassed_model_gets_an_error_that_says_what_to_do():
+    model = Subclassed()
+    model(np.zeros((1, 4), "float32"))
+    before = weights_of(model)
+    with pytest.raises(TypeError, match="subclassed.*functionally"):
+        quantize_model(model, "binary")
+    assert_same_weights(model, before)
+
+
+def test_report_counts_match_the_model_layers_and_are_printed(mobilenet, capsys):
+    scheme = "ternary_residual"
+    quantized = quantize_model(mobilenet, scheme)
+    printed = capsys.readouterr().out
+    report = quantized.quantize_report
+    assert isinstance(report, QuantizeReport)
+    layers = [layer for layer in mobilenet.layers if not isinstance(layer, keras.layers.InputLayer)]
+    assert [row.path for row in report.layers] == [layer.name for layer in layers]
+    # Truth from the model's own layer list and the registry: which types have a quantized form.
+    quantizable = [layer for layer in layers if registry.quantized_layer_class(scheme, layer) is not None]
+    with_weights = [layer for layer in layers if layer.weights]
+    kept = Counter(type(layer).__name__ for layer in with_weights if layer not in quantizable[1:-1])
+    assert report.counts() == {
+        "quantized": len(quantizable) - 2,
+        "kept_float": len(with_weights) - len(quantizable) + 2,
+        "folded": 0,
+        "no_weights": len(layers) - len(with_weights),
+        "layers": len(layers),
+    }
+    assert Counter(row.layer_type for row in report.kept_float) == kept
+    assert kept["BatchNormalization"] == 52
+    for row in report.kept_float:
+        if row.layer_type == "BatchNormalization":
+            assert row.reason == f"no quantized form under {scheme!r}"
+    head = f"quantized {len(quantizable) - 2} layers ({len(quantizable) - 2} ternary_residual), kept {sum(kept.values())}"
+    assert head in printed.splitlines()[0]
+    assert "52 BatchNormalization: no quantized form under 'ternary_residual'; fold them" in printed
+    depthwise = kept.get("DepthwiseConv2D", 0)
+    if depthwise:  # until a quantized DepthwiseConv2D registers itself, it is named with its reason
+        assert f"{depthwise} DepthwiseConv2D: no quantized form" in printed
+    assert "first or last quantizable layer" in printed
+    table = repr(report)
+    assert all(layer.name in table for layer in layers)
+    quantize_model(mobilenet, "float32", verbose=False)
+    assert capsys.readouterr().out == ""
