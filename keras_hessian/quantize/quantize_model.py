@@ -77,8 +77,14 @@ def _decide(layer: keras.layers.Layer, plan: Plan, model_scheme: str | None, ins
     elif is_quantizable(layer, model_scheme):
         reason = report_module.FIRST_OR_LAST
     else:
-        reason = f"{report_module.NO_QUANTIZED_FORM} under {model_scheme!r}" + _inner_layers(layer)
+        reason = f"{report_module.NO_QUANTIZED_FORM} under {model_scheme!r}" + _inner_layers(layer) + _subclass_of(layer)
     return _Decision("copy", reason=reason)
+
+
+def _subclass_of(layer: keras.layers.Layer) -> str:
+    """`" (a subclass of Embedding: the registry matches exact types)"`, e.g. for KerasHub's ReversibleEmbedding."""
+    bases = [t.__name__ for t in registry.quantizable_types() if isinstance(layer, t) and type(layer) is not t]
+    return f" (a subclass of {bases[0]}: the registry matches exact types)" if bases else ""
 
 
 def _inner_layers(layer: keras.layers.Layer) -> str:
