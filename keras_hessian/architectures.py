@@ -45,7 +45,9 @@ def transformer_classifier(
     blocks = check_int("blocks", blocks, minimum=1)
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
     h = keras.layers.Embedding(vocabulary_size, dim, name="token_embedding")(tokens)
-    positions = keras.ops.arange(sequence_length)
+    # Positions derived from the symbolic input, so the positional embedding is a node of the graph
+    # (trained, cloned, quantized) rather than a constant computed once at build time.
+    positions = keras.ops.ones_like(tokens) * keras.ops.arange(sequence_length, dtype="int32")
     h = h + keras.layers.Embedding(sequence_length, dim, name="position_embedding")(positions)
     for i in range(blocks):
         attention = keras.layers.MultiHeadAttention(heads, dim // heads, name=f"block_{i}_attention")(h, h)
