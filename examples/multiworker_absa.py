@@ -8,7 +8,7 @@ learning rates and the measured top Hessian eigenvalues every worker logged (the
 
     python examples/multiworker_absa.py                 # 2 workers on loopback, digits, 8 epochs
     python examples/multiworker_absa.py --workers 3
-    python examples/multiworker_absa.py --quick          # 512 examples, 4 epochs (what the test runs)
+    python examples/multiworker_absa.py --quick          # 512 examples, 3 epochs (what the test runs)
 
 On several machines, start ONE worker per machine yourself, the same command everywhere, each
 with its own `TF_CONFIG` (same cluster list, its own index; index 0 is the chief):
@@ -43,7 +43,7 @@ RESULT = "RESULT "  # prefix of the one stdout line a worker prints its result o
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="worker processes to start on 127.0.0.1")
-    parser.add_argument("--quick", action="store_true", help="512 examples, 4 epochs")
+    parser.add_argument("--quick", action="store_true", help="512 examples, 3 epochs")
     parser.add_argument("--epochs", type=int, default=None, help="default 8 (4 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the workers are killed")
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.workers < 1:
         parser.error(f"--workers must be >= 1. Received --workers={args.workers}.")
     if args.epochs is None:
-        args.epochs = 4 if args.quick else 8
+        args.epochs = 3 if args.quick else 8
     if args.timeout is None:
         args.timeout = 240.0 if args.quick else 900.0
     return args
@@ -98,7 +98,7 @@ def train(args: argparse.Namespace, strategy=None) -> dict:
         epochs=args.epochs, verbose=0, shuffle=False, callbacks=[abs_callback, absa, spectrum],
     )
     return {
-        "shard": first_share(strategy, adaptive_dataset(x, y, batch_size=32, seed=args.seed)),
+        "shard": first_share(strategy, adaptive_dataset(x, y, batch_size=32, shuffle=False)),
         "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
         "batch_size": [int(b) for b in history.history["batch_size"]],
         "learning_rate": [float(v) for v in history.history["learning_rate"]],
@@ -112,15 +112,17 @@ def train(args: argparse.Namespace, strategy=None) -> dict:
 
 
 def first_share(strategy, dataset) -> dict:
-    """This worker's part of the first global batch as tf.distribute hands it out: its size and sum."""
+    """This worker's part of the first global batch as tf.distribute hands it out: sizes per replica, sum."""
     import numpy as np
 
     if strategy is None:
-        x = next(iter(dataset))[0]
+        parts = [next(iter(dataset))[0]]
     else:
-        local = strategy.experimental_local_results(next(iter(strategy.experimental_distribute_dataset(dataset))))
-        x = np.concatenate([np.asarray(part[0]) for part in local])
-    return {"examples": int(np.shape(x)[0]), "x_sum": float(np.sum(np.asarray(x, np.float64)))}
+        parts = [p[0] for p in strategy.experimental_local_results(next(iter(strategy.experimental_distribute_dataset(dataset))))]
+    return {
+        "replica_examples": [int(np.shape(p)[0]) for p in parts],
+        "x_sum": float(sum(np.sum(np.asarray(p, np.float64)) for p in parts)),
+    }
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -153,30 +155,38 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def launch(args: argparse.Namespace) -> list[dict]:
+def launch(args: argparse.Namespace, command=None, started: list | None = None) -> list[dict]:
     """Start `args.workers` workers on loopback, wait, and return their results (task order).
 
     Every worker runs in its own process group, killed in `finally` whatever happened (a worker
-    that failed leaves the others waiting for it in a collective forever otherwise).
+    that failed leaves the others waiting for it in a collective forever otherwise); the first
+    failure or `args.timeout` ends the wait. `command(index)`: a worker's argv (default: this
+    script with `--worker`); `started` collects `(pid, port)` of each worker.
     """
-    cluster = [f"127.0.0.1:{port}" for port in free_ports(args.workers)]
+    ports = free_ports(args.workers)
+    cluster = [f"127.0.0.1:{port}" for port in ports]
     passed = ["--epochs", str(args.epochs), "--seed", str(args.seed)] + (["--quick"] if args.quick else [])
+    if command is None:
+        def command(index):
+            return [sys.executable, os.path.abspath(__file__), "--worker", *passed]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [ROOT, os.environ.get("PYTHONPATH")] if p))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     processes, logs, outputs = [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as files:
         try:
             for index in range(args.workers):
                 config = {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
-                log = open(os.path.join(tmp, f"worker{index}.log"), "w+")  # files: no pipe to fill up
+                log = files.enter_context(open(os.path.join(tmp, f"worker{index}.log"), "w+"))  # no pipe to fill
                 logs.append(log)
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, os.path.abspath(__file__), "--worker", *passed],
+                        command(index),
                         env=dict(env, TF_CONFIG=json.dumps(config)), stdout=log, stderr=subprocess.STDOUT,
                         start_new_session=True,
                     )
                 )
+                if started is not None:
+                    started.append((processes[-1].pid, ports[index]))
             deadline = time.monotonic() + args.timeout
             while any(p.poll() is None for p in processes):
                 failed = [i for i, p in enumerate(processes) if p.returncode not in (None, 0)]
@@ -188,13 +198,10 @@ def launch(args: argparse.Namespace) -> list[dict]:
                 log.seek(0)
                 outputs.append(log.read())
         finally:
-            for p in processes:
-                if p.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(p.pid, signal.SIGKILL)
+            for p in processes:  # the whole group, also what a finished worker may have left
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-            for log in logs:
-                log.close()
     results = []
     for index, (p, output) in enumerate(zip(processes, outputs)):
         lines = [line for line in output.splitlines() if line.startswith(RESULT)]

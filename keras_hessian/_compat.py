@@ -193,6 +193,7 @@ def fix_multi_worker_fit(model: Any) -> None:
             finally:
                 trainer_module.reduce_per_replica = saved
 
+        call.__wrapped__ = method
         return call
 
     model._maybe_symbolic_build = maybe_symbolic_build

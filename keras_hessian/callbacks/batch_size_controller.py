@@ -64,7 +64,8 @@ class BatchSizeController(StepTransformCallback):
       (a known number of steps is caught in `on_train_begin`; any other pipeline by a check
       inside the first step, which runs before the weights are updated);
     * batches larger than `max_physical_batch_size` are reached by gradient accumulation inside
-      the step (see `step_transform`), so memory stays bounded while the effective batch grows;
+      the step (see `step_transform`), so memory stays bounded while the effective batch grows
+      (under `tf.distribute` the limit applies to each replica's share of the global batch);
     * the learning rate is the optimizer's `learning_rate` variable, written in place; its value
       when the first fit starts is kept as `base_learning_rate`, and a reused callback starts
       the next fit from that base (not from the rate the last fit ended with), unless the rate

@@ -1,140 +1,173 @@
-"""ABS, ABSA and HessianSpectrum in `model.fit` under MirroredStrategy on two logical CPU devices.
+"""ABSA (AdaptiveBatchSize + AdversarialAugmentation) and HessianSpectrum in `model.fit` under tf.distribute.
 
-The two devices are configured for the whole suite in conftest.py (before TensorFlow starts), so
-the strategy runs in this process. The truth is the same fit on one device with the same seeds
-and initial weights: the strategy splits each global batch across the replicas and all-reduces
-gradients and Hessian products, so the schedule must be the same and every float the same up to
-the order of the sums.
+The training is `examples/multiworker_absa.py --quick`'s (512 digits, a small MLP, 3 epochs, ABS
+with the duration rule off so the eigenvalue alone grows the batch, gradient accumulation over
+micro-batches of 16, FGSM, a held-out HessianSpectrum). The truth is that training on one device
+without a strategy, same seeds: a strategy splits each global batch across the replicas and
+all-reduces gradients and Hessian products, so the schedule must be the same and every logged
+float the same up to the order of the sums (1e-5).
+
+* MirroredStrategy over the two logical CPU devices of conftest.py (set before TensorFlow
+  starts, for the whole suite), in this process;
+* MultiWorkerMirroredStrategy: two worker processes on 127.0.0.1, started by the example's
+  launcher (run here, in this process) on free ports with their TF_CONFIG; it kills their
+  process groups in `finally`, which the last test checks on a failing run.
+
+With micro-batches of 16 and per-replica batches of at least 16, one device's micro-batches are
+exactly the replicas' micro-batches, so the FGSM examples (the first `ratio` of each) are the same.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.util
+import os
+import socket
+import sys
+import time
+import types
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_hessian.callbacks import AdaptiveBatchSize, AdversarialAugmentation, HessianSpectrum
-from keras_hessian.data import adaptive_dataset
+from keras_hessian.callbacks import prepare_multi_worker
 
-EXAMPLES, INITIAL_BATCH, MICRO_BATCH, LR, DROP = 512, 32, 16, 0.05, 1.05
-
-
-class ReplicaRecorder(keras.layers.Layer):
-    """Identity that records (replica id, batch size) of every training forward pass."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.seen: list[tuple[int, int]] = []
-
-    def call(self, x, training=None):
-        if training:
-            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            tf.py_function(lambda r, s: self.seen.append((int(r), int(s))), [replica, tf.shape(x)[0]], [])
-        return x
-
-
-class EpochMarks(keras.callbacks.Callback):
-    def __init__(self, recorder):
-        super().__init__()
-        self.recorder, self.marks = recorder, [0]
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.marks.append(len(self.recorder.seen))
-
-
-def _fit(strategy, initial_weights, data, held_out):
-    x, y = data
-    recorder = ReplicaRecorder()
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = keras.Sequential(
-            [keras.Input((64,)), recorder, keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(10)]
-        )
-        model.set_weights(initial_weights)
-        model.compile(
-            keras.optimizers.SGD(LR, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        )
-    abs_callback = AdaptiveBatchSize(
-        (x[:256], y[:256]), INITIAL_BATCH, 256, patience=None, drop_ratio=DROP,
-        max_physical_batch_size=MICRO_BATCH, method="lanczos", max_iter=20, tol=1e-4,
-    )
-    adversarial = AdversarialAugmentation(epsilon=0.05, ratio=0.25)
-    spectrum = HessianSpectrum(held_out, top_k=2, max_iter=30, tol=1e-4)
-    marks = EpochMarks(recorder)
-    history = model.fit(
-        adaptive_dataset(x, y, seed=3), epochs=4, verbose=0, shuffle=False,
-        callbacks=[abs_callback, adversarial, spectrum, marks],
-    )
-    per_epoch = [recorder.seen[a:b] for a, b in zip(marks.marks, marks.marks[1:])]
-    return history.history, abs_callback, per_epoch, model
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
-def runs(digits_flat):
-    (x, y), (x_test, y_test) = digits_flat
-    data, held_out = (x[:EXAMPLES], y[:EXAMPLES]), (x_test[:256], y_test[:256])
-    keras.utils.set_random_seed(0)
-    initial = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(10)]
-    ).get_weights()
+def example():
+    path = os.path.join(ROOT, "examples", "multiworker_absa.py")
+    spec = importlib.util.spec_from_file_location("multiworker_absa", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def args(example):
+    return example.parse_args(["--quick", "--timeout", "240"])
+
+
+@pytest.fixture(scope="module")
+def one_device(example, args):
+    return example.train(args)
+
+
+@pytest.fixture(scope="module")
+def mirrored(example, args):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    return _fit(None, initial, data, held_out), _fit(strategy, initial, data, held_out), strategy
+    return example.train(args, strategy)
 
 
-def test_the_global_batch_is_split_across_the_replicas(runs):
-    (one, _, one_seen, _), (mirrored, _, mirrored_seen, _), strategy = runs
-    assert strategy.num_replicas_in_sync == 2
-    assert one["batch_size"] == mirrored["batch_size"]
-    for batch, seen in zip(mirrored["batch_size"], mirrored_seen):
-        # Each replica computes half of every global batch, in micro-batches of at most 16.
-        for replica in (0, 1):
-            sizes = [s for r, s in seen if r == replica]
-            assert sum(sizes) == EXAMPLES // 2 and max(sizes) <= MICRO_BATCH
-            assert len(sizes) == (EXAMPLES // int(batch)) * max(1, int(batch) // 2 // MICRO_BATCH)
-    for seen in one_seen:
-        assert {r for r, _ in seen} == {0} and sum(s for _, s in seen) == EXAMPLES
+def _assert_same_run(run, one):
+    assert run["replicas"] == 2
+    assert run["batch_size"] == one["batch_size"] and run["trigger"] == one["trigger"]
+    np.testing.assert_allclose(run["learning_rate"], one["learning_rate"], rtol=1e-6)
+    np.testing.assert_allclose(run["eigenvalue"], one["eigenvalue"], rtol=1e-5)  # ABS, training subset
+    np.testing.assert_allclose(run["test_eigenvalue"], one["test_eigenvalue"], rtol=1e-5)  # HessianSpectrum
+    np.testing.assert_allclose(run["adversarial_ratio"], one["adversarial_ratio"])
+    np.testing.assert_allclose(run["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(run["accuracy"], one["accuracy"], atol=1e-6)
 
 
-def test_schedule_and_learning_rate_follow_the_global_batch(runs):
-    (one, one_abs, _, _), (mirrored, mirrored_abs, _, _), _ = runs
-    assert mirrored["batch_size"] == one["batch_size"]
-    assert [h["trigger"] for h in mirrored_abs.history] == [h["trigger"] for h in one_abs.history]
-    assert mirrored_abs.eigenvalue_increases >= 1 and mirrored_abs.patience_increases == 0
-    # Linear scaling on the GLOBAL batch: lr = base * batch / initial batch.
-    np.testing.assert_allclose(mirrored["learning_rate"], [LR * b / INITIAL_BATCH for b in one["batch_size"]], rtol=1e-6)
-    # The eigenvalue alone grew the batch, and exactly where it had fallen by the drop ratio.
+def test_the_eigenvalue_alone_drives_the_reference_schedule(one_device):
+    """The premise of the comparison: increases where |lambda| fell by the drop ratio (1.05)
+    since the last increase, with a margin, the LR scaled linearly on the global batch."""
+    one = one_device
+    assert "eigenvalue" in one["trigger"] and "patience" not in one["trigger"]
     reference = None
-    for epoch, row in enumerate(mirrored_abs.history):
-        value = row["eigenvalue"]
+    for value, trigger in zip(one["eigenvalue"], one["trigger"]):
         if reference is None:
             reference = value
             continue
         ratio = abs(reference) / abs(value)
-        assert abs(ratio - DROP) > 1e-3, "a decision this close to the threshold would not be a test"
-        assert row["trigger"] == ("eigenvalue" if ratio >= DROP else None), epoch
-        if row["trigger"]:
-            reference = value
+        assert abs(ratio - 1.05) > 1e-3, "a decision this close to the threshold would not be a test"
+        assert trigger == ("eigenvalue" if ratio >= 1.05 else None)
+        reference = value if trigger else reference
+    expected = [32]
+    for trigger in one["trigger"][:-1]:  # a change decided at the end of epoch k applies in k + 1
+        expected.append(expected[-1] * 2 if trigger else expected[-1])
+    assert one["batch_size"] == expected
+    np.testing.assert_allclose(one["learning_rate"], [0.05 * b / 32 for b in one["batch_size"]], rtol=1e-6)
 
 
-def test_eigenvalues_equal_the_one_device_run(runs):
-    (one, one_abs, _, _), (mirrored, mirrored_abs, _, _), _ = runs
-    abs_one = [h["eigenvalue"] for h in one_abs.history]
-    abs_mirrored = [h["eigenvalue"] for h in mirrored_abs.history]
-    np.testing.assert_allclose(abs_mirrored, abs_one, rtol=1e-5)
-    # HessianSpectrum (held-out data, two eigenvalues) writes the logs after ABS: its values.
-    for key in ("hessian/top_eigenvalue", "hessian/eigenvalue_2"):
-        np.testing.assert_allclose(mirrored[key], one[key], rtol=1e-5)
-    np.testing.assert_allclose(mirrored["loss"], one["loss"], rtol=1e-5)
+def test_mirrored_splits_the_global_batch(one_device, mirrored):
+    assert one_device["shard"]["replica_examples"] == [32]
+    assert mirrored["shard"]["replica_examples"] == [16, 16]
+    assert mirrored["shard"]["x_sum"] == pytest.approx(one_device["shard"]["x_sum"], rel=1e-6)
 
 
-def test_adversarial_examples_per_replica_share(runs):
-    """With micro-batches of 16 on both sides, one device's micro-batches are exactly the replicas'
-    micro-batches, so the FGSM examples (the first quarter of each) are the same ones and the
-    weights after training are equal."""
-    (one, _, _, one_model), (mirrored, _, _, mirrored_model), _ = runs
-    assert one["adversarial/ratio"] == mirrored["adversarial/ratio"]
-    assert one["adversarial/ratio"][0] == 0.25 and one["adversarial/ratio"][-1] == 0.0  # stop_epoch="half"
-    for a, b in zip(one_model.get_weights(), mirrored_model.get_weights()):
-        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+def test_mirrored_reproduces_the_one_device_run(one_device, mirrored):
+    _assert_same_run(mirrored, one_device)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_two_workers_reproduce_the_one_device_run(example, args, one_device):
+    started: list = []
+    workers = example.launch(args, started=started)
+    assert len(started) == 2 and all(_gone(pid) for pid, _ in started)
+    assert [w["task"] for w in workers] == [0, 1]
+    # Each worker got its own half of the first global batch.
+    assert [w["shard"]["replica_examples"] for w in workers] == [[16], [16]]
+    assert sum(w["shard"]["x_sum"] for w in workers) == pytest.approx(one_device["shard"]["x_sum"], rel=1e-6)
+    assert workers[0]["shard"]["x_sum"] != pytest.approx(workers[1]["shard"]["x_sum"], rel=1e-6)
+    for worker in workers:
+        _assert_same_run(worker, one_device)
+
+
+def test_a_failing_worker_takes_the_others_down_and_frees_the_ports(example):
+    """Worker 0 exits at once with an error; worker 1 listens on its port and would wait forever
+    (as a worker blocked in a collective does): the launcher kills it and reports worker 0."""
+    hold = (
+        "import json, os, socket, time; t = json.loads(os.environ['TF_CONFIG']); "
+        "s = socket.socket(); s.bind(('127.0.0.1', int(t['cluster']['worker'][t['task']['index']].split(':')[1]))); "
+        "s.listen(); print('listening', flush=True); time.sleep(120)"
+    )
+
+    def command(index):
+        return [sys.executable, "-c", "import time, sys; time.sleep(1); sys.exit(3)" if index == 0 else hold]
+
+    started: list = []
+    begin = time.monotonic()
+    with pytest.raises(RuntimeError, match="worker 0 failed"):
+        example.launch(example.parse_args(["--timeout", "60"]), command=command, started=started)
+    assert time.monotonic() - begin < 20
+    assert len(started) == 2
+    assert all(_gone(pid) for pid, _ in started)
+    assert all(_port_free(port) for _, port in started)
+
+
+
+def test_prepare_multi_worker_changes_this_model_object_only(tmp_path, digits_flat):
+    """Off multi-worker the wrapped fit runs Keras' own; the class and the saved file are untouched."""
+    (x, y), _ = digits_flat
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert prepare_multi_worker(prepare_multi_worker(model)) is model  # twice: wrapped once
+    assert isinstance(model.fit.__wrapped__, types.MethodType) and model.fit.__wrapped__.__self__ is model
+    model.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+    assert type(model).fit is keras.Model.fit and "fit" not in vars(keras.Sequential([keras.Input((64,))]))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert "fit" not in vars(loaded)
+    np.testing.assert_array_equal(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0))
+    with pytest.raises(TypeError, match="model must be a keras.Model"):
+        prepare_multi_worker("model.keras")
