@@ -142,7 +142,9 @@ def fix_multi_worker_fit(model: Any) -> None:
       replicas with ONE `strategy.reduce` of the whole `(x, y, sample_weight)` structure;
       `CollectiveAllReduceStrategy` with several workers reduces single values only ("Attempt to
       convert a value (PerReplica ...) to a Tensor"). The batch only gives the shapes and dtypes of
-      a symbolic build: here it is this worker's first replica's part (no collective).
+      a symbolic build: here it is this worker's first replica's part (no collective). The same
+      averaging fails under any strategy when the first global batch splits unevenly (shares of
+      10 and 9 examples cannot be summed), which this override avoids too.
     * every step's logs go through `trainer.reduce_per_replica`, which averages each value over
       the workers with `strategy.reduce("MEAN", v, axis=0)`, invalid for the scalar logs ("Invalid
       reduction dimension 0 for input with 0 dimensions"); here scalars are averaged with `axis=None`.
@@ -161,8 +163,7 @@ def fix_multi_worker_fit(model: Any) -> None:
 
     def maybe_symbolic_build(iterator=None, data_batch=None):
         strategy = model.distribute_strategy
-        multi_worker = strategy is not None and trainer_module._collective_all_reduce_multi_worker(strategy)
-        if iterator is not None and data_batch is None and multi_worker:
+        if iterator is not None and data_batch is None and strategy is not None and strategy.num_replicas_in_sync > 1:
             for _, _, batches in iterator:
                 data_batch = tf.nest.map_structure(
                     lambda v: strategy.experimental_local_results(v)[0]

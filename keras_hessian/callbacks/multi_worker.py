@@ -22,12 +22,13 @@ def prepare_multi_worker(model: keras.Model) -> keras.Model:
     """Lets `model.fit` / `evaluate` / `predict` run under a MultiWorkerMirroredStrategy of several workers.
 
     Call it on every worker after `model.compile(...)` (inside or outside `strategy.scope()`);
-    it changes this model object only (two of its methods are wrapped, its weights, config and
-    saved files are untouched) and is a no-op on one worker, under other strategies, and when
-    called twice. With it, the metrics `fit` logs are averaged over the workers (scalars with
+    it changes this model object only (its `fit`, `evaluate` and `predict` are wrapped; its
+    weights, config and saved files are untouched), does nothing on one device, and nothing more
+    when called twice. With it, the metrics `fit` logs are averaged over the workers (scalars with
     `axis=None`, where Keras asks for `axis=0`), and the symbolic build before the first step
     reads this worker's own share of the first batch instead of averaging the batch over the
-    workers (which fails in `CollectiveAllReduceStrategy`).
+    workers (which fails in `CollectiveAllReduceStrategy`, and under any strategy when the first
+    global batch does not split evenly across the replicas).
 
     Example:
 

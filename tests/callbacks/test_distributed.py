@@ -31,7 +31,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_hessian.callbacks import prepare_multi_worker
+from keras_hessian.callbacks import FixedBatchSize, prepare_multi_worker
+from keras_hessian.data import adaptive_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -56,8 +57,14 @@ def one_device(example, args):
 
 
 @pytest.fixture(scope="module")
-def mirrored(example, args):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def strategy():
+    # One strategy for the module: two MirroredStrategy objects over the same devices in one
+    # process hand out the same collective keys, and their models' all-reduces then collide.
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="module")
+def mirrored(example, args, strategy):
     return example.train(args, strategy)
 
 
@@ -171,3 +178,35 @@ def test_prepare_multi_worker_changes_this_model_object_only(tmp_path, digits_fl
     np.testing.assert_array_equal(loaded.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0))
     with pytest.raises(TypeError, match="model must be a keras.Model"):
         prepare_multi_worker("model.keras")
+
+
+def test_accumulation_takes_the_global_mean_of_an_unevenly_split_batch(digits_flat, strategy):
+    """One SGD step on 19 examples split 10 / 9 across the replicas, micro-batches of 8: the update
+    is the one-device gradient of the mean loss over the 19 (by GradientTape here), not the mean
+    of the two replicas' means (which differs by several percent). Keras' fit cannot start on an
+    unevenly split first batch under a strategy without prepare_multi_worker (its symbolic build
+    sums the replicas' shares of the batch)."""
+    (x, y), _ = digits_flat
+    x, y = x[:19], y[:19]
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    keras.utils.set_random_seed(5)
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+        model.compile(keras.optimizers.SGD(0.5), loss)
+    prepare_multi_worker(model)
+    start = [w.copy() for w in model.get_weights()]
+    model.fit(adaptive_dataset(x, y, shuffle=False), epochs=1, verbose=0, shuffle=False,
+              callbacks=[FixedBatchSize(19, max_physical_batch_size=8)])
+    plain = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+
+    def gradient(rows):
+        plain.set_weights(start)
+        with tf.GradientTape() as tape:
+            value = loss(y[rows], plain(x[rows]))
+        return [g.numpy() for g in tape.gradient(value, plain.trainable_weights)]
+
+    exact = gradient(slice(0, 19))
+    halves = [(a + b) / 2 for a, b in zip(gradient(slice(0, 10)), gradient(slice(10, 19)))]
+    assert max(np.max(np.abs(h - e)) / np.max(np.abs(e)) for h, e in zip(halves, exact)) > 1e-2
+    for w, w0, g in zip(model.get_weights(), start, exact):
+        np.testing.assert_allclose(w, w0 - 0.5 * g, rtol=1e-5, atol=1e-6)
