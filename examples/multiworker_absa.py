@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="worker processes to start on 127.0.0.1")
     parser.add_argument("--quick", action="store_true", help="512 examples, 3 epochs")
-    parser.add_argument("--epochs", type=int, default=None, help="default 8 (4 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 8 (3 with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the workers are killed")
     parser.add_argument("--json", default=None, help="also write the workers' results to this file")
