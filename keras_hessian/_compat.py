@@ -157,3 +157,74 @@ def set_epoch_steps(epoch_iterator: Any, callbacks: Any, steps: int) -> None:
             callback.target = int(steps)
             if callback.progbar is not None:
                 callback.progbar.target = int(steps)
+
+
+
+def fix_multi_worker_fit(model: Any) -> None:
+    """Make `model.fit` / `evaluate` / `predict` run under a MultiWorkerMirroredStrategy of several workers.
+
+    Keras 3.15's TensorFlow trainer fails there twice (keras-team/keras#20585, open):
+
+    * `fit` first calls `Trainer._maybe_symbolic_build`, which averages one batch over the
+      replicas with ONE `strategy.reduce` of the whole `(x, y, sample_weight)` structure;
+      `CollectiveAllReduceStrategy` with several workers reduces single values only ("Attempt to
+      convert a value (PerReplica ...) to a Tensor"). The batch only gives the shapes and dtypes of
+      a symbolic build: here it is this worker's first replica's part (no collective). The same
+      averaging fails under any strategy when the first global batch splits unevenly (shares of
+      10 and 9 examples cannot be summed), which this override avoids too.
+    * every step's logs go through `trainer.reduce_per_replica`, which averages each value over
+      the workers with `strategy.reduce("MEAN", v, axis=0)`, invalid for the scalar logs ("Invalid
+      reduction dimension 0 for input with 0 dimensions"); here scalars are averaged with `axis=None`.
+
+    Both overrides are attributes of `model` (its `fit`, `evaluate`, `predict`, and
+    `_maybe_symbolic_build`); the module function is swapped only while one of those runs.
+    Idempotent; a no-op for models already fixed.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as trainer_module
+
+    if getattr(model, "_kh_multi_worker_fixed", False):
+        return
+    original_build = trainer_module.TensorFlowTrainer._maybe_symbolic_build
+    original_reduce = trainer_module.reduce_per_replica
+
+    def maybe_symbolic_build(iterator=None, data_batch=None):
+        strategy = model.distribute_strategy
+        if iterator is not None and data_batch is None and strategy is not None and strategy.num_replicas_in_sync > 1:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    next(batches),
+                )
+                break
+            iterator = None
+        return original_build(model, iterator=iterator, data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction="auto"):
+        if reduction not in ("auto", "mean") or not trainer_module._collective_all_reduce_multi_worker(strategy):
+            return original_reduce(values, strategy, reduction)
+
+        def mean(value):
+            local = strategy.experimental_local_results(value)[0] if isinstance(
+                value, tf.distribute.DistributedValues) else value
+            return strategy.reduce("MEAN", value, axis=0 if local.shape.rank else None)
+
+        return tf.nest.map_structure(mean, values)
+
+    def with_fixed_reduce(method):
+        def call(*args, **kwargs):
+            saved = trainer_module.reduce_per_replica
+            trainer_module.reduce_per_replica = reduce_per_replica
+            try:
+                return method(*args, **kwargs)
+            finally:
+                trainer_module.reduce_per_replica = saved
+
+        call.__wrapped__ = method
+        return call
+
+    model._maybe_symbolic_build = maybe_symbolic_build
+    for name in ("fit", "evaluate", "predict"):
+        setattr(model, name, with_fixed_reduce(getattr(model, name)))
+    model._kh_multi_worker_fixed = True

@@ -7,6 +7,7 @@ from keras_hessian.callbacks.batch_size_controller import LR_SCALING_RULES, Batc
 from keras_hessian.callbacks.fixed_batch_size import FixedBatchSize
 from keras_hessian.callbacks.hessian_spectrum import HessianSpectrum
 from keras_hessian.callbacks.linear_scaling_warmup import LinearScalingWarmup
+from keras_hessian.callbacks.multi_worker import prepare_multi_worker
 from keras_hessian.callbacks.pruning import SCHEDULES, PruneDuringTraining, pruning_schedule
 from keras_hessian.callbacks.recipes import METHODS, training_callbacks
 from keras_hessian.callbacks.schedules import step_decay
@@ -27,6 +28,7 @@ __all__ = [
     "PruneDuringTraining",
     "TimerBatchSize",
     "fgsm",
+    "prepare_multi_worker",
     "pruning_schedule",
     "step_decay",
     "training_callbacks",

@@ -42,6 +42,15 @@ class AdaptiveBatchSize(BatchSizeController):
     `keras.callbacks.LearningRateScheduler` that multiplies the current rate (the authors keep a
     step decay on top); do not use a `LearningRateSchedule` object (the rate is written here).
 
+    Under `tf.distribute` (build and compile the model in `strategy.scope()`): `batch_size` is
+    the GLOBAL batch, which tf.distribute splits across the replicas; the learning rate is scaled
+    on the global batch; `max_physical_batch_size` bounds what each replica computes at once; the
+    eigenvalue is measured with `hessian_data` split across the replicas and the products
+    all-reduced, so every replica and worker takes the same decision. With several workers, call
+    `prepare_multi_worker(model)` (Keras 3.15's `fit` fails there without it) and give every
+    worker's `adaptive_dataset` the same `seed`: each worker takes its part of the global batches
+    of its own permutation.
+
     Deviations from the authors' code, and why: the subset defaults to the caller's
     `hessian_data` (PyHessian's users report that 128 examples give unstable eigenvalues); the
     change decided at the end of an epoch is applied at the start of the next (so the state

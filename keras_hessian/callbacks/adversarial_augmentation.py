@@ -33,6 +33,14 @@ class AdversarialAugmentation(StepTransformCallback):
     loss is the compiled loss through a copy with its own metrics (`keras_hessian.ops.fgsm`), so
     the metrics `fit` reports are those of the (mixed) batch only; the step also runs under XLA.
 
+    Under `tf.distribute` (MirroredStrategy, MultiWorkerMirroredStrategy) each replica replaces
+    the first `ratio` of its own share of the global batch (of each of its micro-batches), as
+    data-parallel adversarial training does, with no communication: per global batch that is
+    as many FGSM examples as on one device (up to the rounding down on each replica), and the very
+    examples one device would pick if its micro-batches were the replicas' shares (one device with
+    `max_physical_batch_size` at most the per-replica batch, e.g. `tests/callbacks/test_distributed.py`);
+    the ratio follows the GLOBAL batch size, and `clip="batch"` clips to the replica's part.
+
     Example:
 
     ```python

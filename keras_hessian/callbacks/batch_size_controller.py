@@ -8,10 +8,12 @@ learning-rate variable and its base, the `logs` entries, and the state kept for
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
+import threading
 import weakref
 
 import keras
@@ -62,7 +64,8 @@ class BatchSizeController(StepTransformCallback):
       (a known number of steps is caught in `on_train_begin`; any other pipeline by a check
       inside the first step, which runs before the weights are updated);
     * batches larger than `max_physical_batch_size` are reached by gradient accumulation inside
-      the step (see `step_transform`), so memory stays bounded while the effective batch grows;
+      the step (see `step_transform`), so memory stays bounded while the effective batch grows
+      (under `tf.distribute` the limit applies to each replica's share of the global batch);
     * the learning rate is the optimizer's `learning_rate` variable, written in place; its value
       when the first fit starts is kept as `base_learning_rate`, and a reused callback starts
       the next fit from that base (not from the rate the last fit ended with), unless the rate
@@ -228,7 +231,9 @@ class BatchSizeController(StepTransformCallback):
         # Keep the two latest epochs: a kill between Keras' backup and ours leaves one matching.
         saved = {k: v for k, v in saved.items() if int(k) == next_epoch - 1}
         saved[str(next_epoch)] = state
-        tmp = path + ".tmp"
+        # Under MultiWorkerMirroredStrategy every worker saves the same state; on a shared
+        # directory each writes its own temporary file, and the atomic replace lets any one win.
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
         with open(tmp, "w") as f:
             json.dump(saved, f)
         os.replace(tmp, path)
@@ -349,6 +354,9 @@ class BatchSizeController(StepTransformCallback):
     def on_train_end(self, logs=None):
         batch_size_control().release(self)
         path = self._state_path()
-        if path is not None and os.path.exists(path):
-            os.remove(path)  # fit completed (Keras skips on_train_end when it raises)
+        if path is not None:
+            # fit completed (Keras skips on_train_end when it raises); another worker of a
+            # multi-worker fit sharing the directory may have removed it already.
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
         super().on_train_end(logs)

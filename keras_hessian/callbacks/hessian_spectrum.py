@@ -32,7 +32,8 @@ class HessianSpectrum(keras.callbacks.Callback):
     shapes), which the Hessian's slow drift between epochs makes a close start. Use it to watch sharpness while training, e.g. to compare batch
     sizes or learning rates. The measurement reads the weights and changes nothing: weights,
     optimizer state, metrics and the random stream of training stay what they would be without
-    it (the probes are drawn with stateless seeds).
+    it (the probes are drawn with stateless seeds). Under `tf.distribute` the products are split
+    across the replicas and all-reduced (`HessianOperator`): every worker logs the same values.
 
     Example:
 

@@ -152,10 +152,30 @@ def _accumulating_step(model, micro_batch_size: int, transform: Callable) -> Cal
 
         start = [tf.zeros(v.shape, v.dtype) for v in weights]
         _, accumulated = tf.while_loop(lambda i, _: i < count, body, [tf.constant(0), start])
+        accumulated = _weigh_replica_share(accumulated, n)
         model.optimizer.apply_gradients(zip(accumulated, weights))
         return model.get_metrics_result()
 
     return step
+
+
+def _weigh_replica_share(gradients: list, n: tf.Tensor) -> list:
+    """Under tf.distribute: weigh a replica's mean gradient by its share of the global batch.
+
+    Keras divides each replica's mean loss by the replica count, so the summed gradients are the
+    mean of the replicas' means: the global batch's mean only when it splits evenly. Scaled by
+    `replicas * n / global n` (one scalar all-reduce per step, outside the loop, so every replica
+    runs it exactly once), the sum is the mean over the global batch, as on one device; an even
+    split gives the factor 1 exactly.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    context = tf.distribute.get_replica_context()
+    if replicas < 2 or context is None:
+        return gradients
+    size = tf.cast(n, tf.float32)
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, size)
+    factor = size * float(replicas) / tf.maximum(total, 1.0)
+    return [g * tf.cast(factor, g.dtype) for g in gradients]
 
 
 def _compose(model, session: _Session) -> Callable:
