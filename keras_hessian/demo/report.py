@@ -71,8 +71,8 @@ def story(result: dict) -> list[str]:
     sentences = [
         f"Training, {settings['epochs']} epochs each: the fixed batch of {settings['base_batch_size']} took "
         f"{fixed['iterations']:,} SGD iterations to {fixed['test_accuracy']:.4f} test accuracy; ABSA took "
-        f"{absa['iterations']:,} ({fewer:.2f}x fewer) to {absa['test_accuracy']:.4f}. ABSA's batch went "
-        f"{_path(sizes)} as its top Hessian eigenvalue went from {eigen[0]:.4g} to {eigen[-1]:.4g}."
+        f"{absa['iterations']:,} ({fewer:.2f}x fewer) to {absa['test_accuracy']:.4f}. ABSA's batch "
+        f"{_path(sizes)} while its top Hessian eigenvalue went from {eigen[0]:.4g} to {eigen[-1]:.4g}."
         if eigen else "ABSA measured no eigenvalue",
     ]
     layers = [r for r in spectrum["layers"] if r["trace_per_weight"] is not None]
@@ -112,7 +112,7 @@ def story(result: dict) -> list[str]:
 
 def _path(sizes: list) -> str:
     steps = [int(sizes[0])] + [int(b) for a, b in itertools.pairwise(sizes) if b != a]
-    return " -> ".join(str(s) for s in steps)
+    return f"stayed at {steps[0]}" if len(steps) == 1 else "went " + " -> ".join(str(s) for s in steps)
 
 
 def _figure(**kwargs) -> Any:
