@@ -15,6 +15,6 @@ It uses the package's public API only (callbacks, hessian, hawq, pruning, quanti
 plots), so it is also a worked example of each.
 """
 
-from keras_hessian.demo.run import DATASETS, Settings, run_demo, settings_for
+from keras_hessian.demo.run import DATASETS, Run, Settings, run_demo, settings_for
 
-__all__ = ["DATASETS", "Settings", "run_demo", "settings_for"]
+__all__ = ["DATASETS", "Run", "Settings", "run_demo", "settings_for"]

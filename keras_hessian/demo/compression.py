@@ -49,8 +49,9 @@ def _subset(data: tuple, settings: Any, seed: int) -> tuple:
     return x[chosen], y[chosen]
 
 
-def hawq(models: dict, data: tuple, settings: Any, seed: int, out: str, verbose: Any) -> dict:
+def hawq(models: dict, data: tuple, run: Any) -> dict:
     """Stage (c): plan, sensitivity.png, the quantized model (into `models["hawq"]`) and its numbers."""
+    settings, seed = run.settings, run.seed
     from keras_hessian import plots
     from keras_hessian.hawq import assign_precision
     from keras_hessian.quantize import quantization_summary, quantize_model
@@ -59,13 +60,13 @@ def hawq(models: dict, data: tuple, settings: Any, seed: int, out: str, verbose:
     model = models["absa"]
     plan = assign_precision(model, _subset(data, settings, seed), list(settings.candidates), budget=settings.budget,
                             seed=seed)
-    print(plan.table(), flush=True)
-    plots.plot_sensitivity(plan, os.path.join(out, "sensitivity.png"),
+    run.log(plan.table())
+    plots.plot_sensitivity(plan, os.path.join(run.out, "sensitivity.png"),
                            title=f"HAWQ-V2: average Hessian trace per weight, plan at {settings.budget:g} x float32")
     quantized = _compile(quantize_model(model, plan))
     post_training = accuracy(quantized, xt, yt)
     if settings.fine_tune_epochs:
-        quantized.fit(x, y, batch_size=FINE_TUNE_BATCH, epochs=settings.fine_tune_epochs, verbose=verbose)
+        quantized.fit(x, y, batch_size=FINE_TUNE_BATCH, epochs=settings.fine_tune_epochs, verbose=run.verbose)
     models["hawq"] = quantized
     totals = quantization_summary(quantized, print_fn=None)["total"]
     float_totals = quantization_summary(model, print_fn=None)["total"]
@@ -86,8 +87,10 @@ def hawq(models: dict, data: tuple, settings: Any, seed: int, out: str, verbose:
     }
 
 
-def prune(models: dict, data: tuple, settings: Any, seed: int, verbose: Any) -> dict:
-    """Stage (d): an OBD-pruned copy of the ABSA model (into `models["pruned"]`) and its sparsity."""
+def prune(models: dict, data: tuple, run: Any) -> dict:
+    """Stage (d): an OBD-pruned copy of the ABSA model (into `models["pruned"]`), then pruned + HAWQ
+    (into `models["pruned_quantized"]`), and their numbers."""
+    settings, seed = run.settings, run.seed
     import keras
 
     from keras_hessian.callbacks import PruneDuringTraining, pruning_schedule
@@ -103,12 +106,12 @@ def prune(models: dict, data: tuple, settings: Any, seed: int, verbose: Any) -> 
     schedule = pruning_schedule("polynomial", settings.sparsity, steps, updates=settings.prune_updates)
     callback = PruneDuringTraining(schedule, criterion="obd", data=_subset(data, settings, seed), seed=seed,
                                    num_probes=settings.prune_probes)
-    copy.fit(x, y, batch_size=FINE_TUNE_BATCH, epochs=settings.prune_epochs, callbacks=[callback], verbose=verbose)
+    copy.fit(x, y, batch_size=FINE_TUNE_BATCH, epochs=settings.prune_epochs, callbacks=[callback], verbose=run.verbose)
     pruned = _compile(strip_pruning(copy))
     models["pruned"] = pruned
     summary = sparsity_summary(pruned)
-    print(summary, flush=True)
-    both = _pruned_and_quantized(pruned, data, settings, seed, verbose)
+    run.log(repr(summary))
+    both = _pruned_and_quantized(pruned, data, run)
     models["pruned_quantized"] = both.pop("model")
     return {
         "pruned_quantized": both,
@@ -138,22 +141,23 @@ def keep_zeros(model: Any) -> Any:
     return KeepZeros()
 
 
-def _pruned_and_quantized(pruned: Any, data: tuple, settings: Any, seed: int, verbose: Any) -> dict:
+def _pruned_and_quantized(pruned: Any, data: tuple, run: Any) -> dict:
     from keras_hessian.export import inference_copy
     from keras_hessian.hawq import assign_precision
     from keras_hessian.pruning import sparsity_summary
     from keras_hessian.quantize import quantize_model
 
+    settings, seed = run.settings, run.seed
     _, (xt, yt) = data
     candidates = [c for c in settings.candidates if c != "binary"]  # sign weights have no zero
     plan = assign_precision(pruned, _subset(data, settings, seed), candidates, budget=settings.budget, seed=seed)
-    print(plan.table(), flush=True)
+    run.log(plan.table())
     model = _compile(quantize_model(pruned, plan))
     post_training = accuracy(model, xt, yt)
     if settings.fine_tune_epochs:
         (x, y), _ = data
         model.fit(x, y, batch_size=FINE_TUNE_BATCH, epochs=settings.fine_tune_epochs, callbacks=[keep_zeros(model)],
-                  verbose=verbose)
+                  verbose=run.verbose)
     return {
         "model": model,
         "candidates": candidates,

@@ -22,17 +22,17 @@ EXPORTS = (
 REFERENCE = "absa"
 
 
-def export_all(models: dict, data: tuple, settings: Any, iterations: dict, out: str) -> dict:
+def export_all(models: dict, data: tuple, run: Any, iterations: dict) -> dict:
     """`{key: row}` for every entry of `EXPORTS`; the files go to `out/KEY.tflite`."""
     from keras_hessian.export import evaluate_tflite, parity_report, to_tflite
 
     _, test = data
     rows = {}
     for key, label, source, mode, sparse in EXPORTS:
-        path = os.path.join(out, f"{key}.tflite")
+        path = os.path.join(run.out, f"{key}.tflite")
         to_tflite(models[source], path, mode=mode, sparse=sparse)
         parity = parity_report(models[source], path, test)
-        evaluation = evaluate_tflite(path, test, latency_examples=settings.latency_examples, num_threads=1)
+        evaluation = evaluate_tflite(path, test, latency_examples=run.settings.latency_examples, num_threads=1)
         rows[key] = {
             "label": label,
             "file": f"{key}.tflite",
@@ -46,8 +46,8 @@ def export_all(models: dict, data: tuple, settings: Any, iterations: dict, out: 
             "file_bytes": int(evaluation["file_bytes"]),
             "latency_ms": float(evaluation["latency_ms"]),
         }
-        print(f"  {key}.tflite: {rows[key]['file_bytes']:,} bytes, LiteRT accuracy {evaluation['accuracy']:.4f}, "
-              f"{evaluation['latency_ms']:.3f} ms per example", flush=True)
+        run.log(f"  {key}.tflite: {rows[key]['file_bytes']:,} bytes, LiteRT accuracy {evaluation['accuracy']:.4f}, "
+              f"{evaluation['latency_ms']:.3f} ms per example")
     for row in rows.values():
         row["size_ratio"] = row["file_bytes"] / rows[REFERENCE]["file_bytes"]
     return rows

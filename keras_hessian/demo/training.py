@@ -33,8 +33,9 @@ def build_model(input_shape: tuple, settings: Any, seed: int) -> Any:
     return model
 
 
-def train(data: tuple, settings: Any, seed: int, verbose: Any) -> tuple[dict, dict]:
+def train(data: tuple, run: Any) -> tuple[dict, dict]:
     """Stage (a): `({"baseline": model, "absa": model}, {method: {"history", "iterations", ...}})`."""
+    settings, seed = run.settings, run.seed
     import numpy as np
 
     from keras_hessian.callbacks import HessianSpectrum, training_callbacks
@@ -53,11 +54,11 @@ def train(data: tuple, settings: Any, seed: int, verbose: Any) -> tuple[dict, di
         )
         if method == "baseline":  # ABSA measures the eigenvalue itself, the fixed batch needs a callback
             callbacks.append(HessianSpectrum(hessian_data, top_k=1, max_iter=30, tol=1e-2, seed=seed))
-        print(f"  {method}: {_describe(method, settings)}", flush=True)
+        run.log(f"  {method}: {_describe(method, settings)}")
         history = model.fit(
             adaptive_dataset(x, y, batch_size=settings.base_batch_size, seed=seed),
             epochs=settings.epochs, validation_data=(xt, yt), validation_batch_size=512,
-            callbacks=callbacks, shuffle=False, verbose=verbose,
+            callbacks=callbacks, shuffle=False, verbose=run.verbose,
         )
         models[method] = model
         report[method] = {
@@ -75,8 +76,9 @@ def _describe(method: str, settings: Any) -> str:
             f"halves (lr x sqrt of the growth), 20% FGSM examples (epsilon 0.02)")
 
 
-def spectrum(model: Any, data: tuple, settings: Any, seed: int, out: str) -> dict:
+def spectrum(model: Any, data: tuple, run: Any) -> dict:
     """Stage (b): per-layer top eigenvalue and trace of `model`, and its spectral density (density.png)."""
+    settings, seed = run.settings, run.seed
     import numpy as np
 
     from keras_hessian import plots
@@ -88,12 +90,12 @@ def spectrum(model: Any, data: tuple, settings: Any, seed: int, out: str) -> dic
     operator = HessianOperator(model, hessian_data)
     top = top_eigenvalues(operator, k=2, seed=seed)
     table = layer_table(HessianOperator(model, hessian_data, blocks="layer"), top_k=1, trace=True, seed=seed)
-    print(table.markdown(), flush=True)
+    run.log(table.markdown())
     density = spectral_density(
         operator, n_vectors=settings.density_vectors, lanczos_steps=settings.density_steps,
         deflation=min(4, settings.density_steps), seed=seed,
     )
-    plots.plot_density(density, os.path.join(out, "density.png"),
+    plots.plot_density(density, os.path.join(run.out, "density.png"),
                        title=f"Hessian spectral density of the ABSA model ({len(subset)} training examples)")
     return {
         "examples": len(subset),

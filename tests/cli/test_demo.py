@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import pathlib
 import struct
 
 import numpy as np
@@ -64,9 +65,8 @@ def test_every_png_is_a_valid_image(demo):
                 assert image.size == (width, height) and width > 100 and height > 100
 
 
-def test_report_table_is_demo_json(demo):
-    out, _, report = demo
-    lines = (out / "report.md").read_text().splitlines()
+def _check_table(report_md: str, report: dict) -> None:
+    lines = report_md.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("| model |")))
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[start + 2:] if line.startswith("|")]
     assert [r[0] for r in rows] == [row["label"] for row in report["table"].values()]
@@ -78,6 +78,19 @@ def test_report_table_is_demo_json(demo):
         assert int(size.replace(",", "")) == row["file_bytes"]
         assert abs(float(ratio) - row["size_ratio"]) <= 5e-4
         assert abs(float(latency) - row["latency_ms"]) <= 5e-4 and row["latency_ms"] > 0
+
+
+def test_the_committed_default_run_is_consistent():
+    # benchmarks/results/demo/: the report of a default run, as the README shows it.
+    results = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "demo"
+    report = json.loads((results / "demo.json").read_text())
+    assert not report["settings"]["quick"] and report["data"]["name"] == "digits"
+    _check_table((results / "report.md").read_text(), report)
+
+
+def test_report_table_is_demo_json(demo):
+    out, _, report = demo
+    _check_table((out / "report.md").read_text(), report)
     text = (out / "report.md").read_text()
     training = report["training"]
     assert f"the fixed batch of 32 took {training['baseline']['iterations']:,} SGD iterations" in text
