@@ -25,6 +25,8 @@ from keras_hessian.pruning import sparsity_summary, strip_pruning
 QUICK = "--quick" in sys.argv or os.environ.get("KERAS_HESSIAN_EXAMPLE_QUICK") == "1"
 epochs = 1 if QUICK else 4
 (x, y), (x_test, y_test) = load_digits(image=False)
+if QUICK:
+    x, y = x[:512], y[:512]
 keras.utils.set_random_seed(0)
 model = compile_classifier(lenet_300_100(64), learning_rate=1e-3)
 model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)

@@ -1,6 +1,6 @@
 """Demo stages (c) and (d): a HAWQ plan applied and fine-tuned; OBD pruning, then pruned + int8.
 
-(c) `hawq.assign_precision` measures each layer's average Hessian trace per weight (HAWQ-V2)
+(c) `hawq.assign_precision` takes stage (b)'s per-layer average Hessian trace per weight (HAWQ-V2)
 and solves the exact allocation program for the size budget; `quantize_model` applies the plan
 to a new model, which is fine-tuned for a few epochs. (d) A copy of the float ABSA model is
 pruned by Optimal Brain Damage (Hessian-diagonal saliency) on an iterative TFMOT schedule while
@@ -51,15 +51,16 @@ def _subset(data: tuple, settings: Any, seed: int) -> tuple:
 
 def hawq(models: dict, data: tuple, run: Any) -> dict:
     """Stage (c): plan, sensitivity.png, the quantized model (into `models["hawq"]`) and its numbers."""
-    settings, seed = run.settings, run.seed
+    settings = run.settings
     from keras_hessian import plots
     from keras_hessian.hawq import assign_precision
     from keras_hessian.quantize import quantization_summary, quantize_model
 
     (x, y), (xt, yt) = data
     model = models["absa"]
-    plan = assign_precision(model, _subset(data, settings, seed), list(settings.candidates), budget=settings.budget,
-                            seed=seed)
+    # Stage (b)'s sensitivities of this model: the spectrum decides the plan.
+    plan = assign_precision(model, candidates=list(settings.candidates), budget=settings.budget,
+                            sensitivity=models["absa_sensitivity"])
     run.log(plan.table())
     plots.plot_sensitivity(plan, os.path.join(run.out, "sensitivity.png"),
                            title=f"HAWQ-V2: average Hessian trace per weight, plan at {settings.budget:g} x float32")
@@ -150,7 +151,8 @@ def _pruned_and_quantized(pruned: Any, data: tuple, run: Any) -> dict:
     settings, seed = run.settings, run.seed
     _, (xt, yt) = data
     candidates = [c for c in settings.candidates if c != "binary"]  # sign weights have no zero
-    plan = assign_precision(pruned, _subset(data, settings, seed), candidates, budget=settings.budget, seed=seed)
+    plan = assign_precision(pruned, _subset(data, settings, seed), candidates, budget=settings.budget,
+                            tol=settings.trace_tol, seed=seed)
     run.log(plan.table())
     model = _compile(quantize_model(pruned, plan))
     post_training = accuracy(model, xt, yt)

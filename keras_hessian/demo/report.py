@@ -80,8 +80,8 @@ def story(result: dict) -> list[str]:
     flat = min(layers, key=lambda r: r["trace_per_weight"])
     sentences.append(
         f"Spectrum of the ABSA model on {spectrum['examples']} training examples: top eigenvalues "
-        f"{', '.join(f'{v:.4g}' for v in spectrum['top_eigenvalues'])}; per weight, layer {steep['block']} is the most "
-        f"curved (trace / n = {steep['trace_per_weight']:.3g}) and {flat['block']} the flattest "
+        f"{', '.join(f'{v:.4g}' for v in spectrum['top_eigenvalues'])}; per kernel weight, layer {steep['block']} is "
+        f"the most curved (average trace {steep['trace_per_weight']:.3g}) and {flat['block']} the flattest "
         f"({flat['trace_per_weight']:.3g}); the density's Ritz values span {spectrum['density']['smallest_node']:.3g} "
         f"to {spectrum['density']['largest_node']:.4g}, its trace is {spectrum['density']['trace']:.4g}.")
     chosen = ", ".join(f"{layer} {precision}" for layer, precision in hawq["precisions"].items())

@@ -32,6 +32,7 @@ class Settings:
     hessian_examples: int = 256      # the fixed subset of every Hessian measurement
     density_vectors: int = 8         # SLQ start vectors
     density_steps: int = 40          # Lanczos steps per vector
+    trace_tol: float = 1e-2          # relative standard error of the per-layer traces (HAWQ's default)
     budget: float = 0.1              # HAWQ: weight bytes as a fraction of float32 (mnist1d: 0.2)
     candidates: tuple = ("int8", "int4", "ternary", "binary")
     fine_tune_epochs: int = 2        # after quantization
@@ -64,7 +65,7 @@ def settings_for(
     base = Settings(data=data, budget=0.1 if data == "digits" else 0.2)
     if quick:
         base = dataclasses.replace(
-            base, quick=True, epochs=4, hessian_examples=64, density_vectors=3, density_steps=15,
+            base, quick=True, epochs=4, hessian_examples=64, density_vectors=3, density_steps=15, trace_tol=5e-2,
             fine_tune_epochs=1, prune_epochs=1, prune_updates=2, prune_probes=4, latency_examples=20, mnist1d_samples=1500,
         )
     if epochs is not None:
@@ -141,7 +142,7 @@ def run_demo(
         result["data"] = {"name": settings.data, "train": len(x), "test": len(xt), "shape": list(x.shape[1:])}
         log(f"{settings.data}: {len(x)} training / {len(xt)} test examples of shape {x.shape[1:]}"
             f"{' (--quick: every stage smaller)' if settings.quick else ''}")
-        models: dict[str, Any] = {}  # the Keras models of the stages, by name; not in the JSON
+        models: dict[str, Any] = {}  # the Keras models (and sensitivities) of the stages, by name; not in the JSON
         run = Run(settings, seed, staging, log, verbose)
 
         def train_both():
@@ -149,10 +150,13 @@ def run_demo(
             models.update(trained)
             return numbers
 
+        def measure_spectrum():
+            numbers, models["absa_sensitivity"] = training.spectrum(models["absa"], data, run)
+            return numbers
+
         stages = [  # (key, result entry, progress line, stage)
             ("a", "training", "ABSA training beside a fixed-batch run, spectrum logged each epoch", train_both),
-            ("b", "spectrum", "final spectrum per layer and spectral density",
-             lambda: training.spectrum(models["absa"], data, run)),
+            ("b", "spectrum", "final spectrum per layer and spectral density", measure_spectrum),
             ("c", "hawq", f"HAWQ plan at {settings.budget:g} x float32 bytes, quantize, fine-tune",
              lambda: compression.hawq(models, data, run)),
             ("d", "pruning", f"OBD pruning to {settings.sparsity:g} sparsity, then pruned + HAWQ-quantized",

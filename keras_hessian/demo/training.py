@@ -4,8 +4,10 @@
 `adaptive_dataset`: `training_callbacks("baseline")` keeps the batch fixed, with
 `HessianSpectrum` logging the top eigenvalue each epoch; `training_callbacks("absa")` grows the
 batch when the top eigenvalue has fallen (it logs the eigenvalue itself) and mixes FGSM examples
-into each batch. (b) The ABSA model's per-layer eigenvalue and trace (`layer_table`) and the
-spectral density of the whole model (`spectral_density`, drawn by `plots.plot_density`).
+into each batch. (b) The ABSA model's per-layer top eigenvalue (`layer_table`), its per-layer
+average trace per kernel weight (`hawq.layer_sensitivity`, HAWQ-V2's sensitivity, which stage (c)
+plans with) and the spectral density of the whole model (`spectral_density`, drawn by
+`plots.plot_density`).
 """
 
 from __future__ import annotations
@@ -76,12 +78,17 @@ def _describe(method: str, settings: Any) -> str:
             f"halves (lr x sqrt of the growth), 20% FGSM examples (epsilon 0.02)")
 
 
-def spectrum(model: Any, data: tuple, run: Any) -> dict:
-    """Stage (b): per-layer top eigenvalue and trace of `model`, and its spectral density (density.png)."""
+def spectrum(model: Any, data: tuple, run: Any) -> tuple[dict, dict]:
+    """Stage (b): per-layer top eigenvalue and trace per weight of `model`, and its spectral density (density.png).
+
+    Returns `(the numbers, {layer: LayerSensitivity})`: the sensitivities are HAWQ-V2's (average
+    trace of each kernel's Hessian block), which stage (c) plans with.
+    """
     settings, seed = run.settings, run.seed
     import numpy as np
 
     from keras_hessian import plots
+    from keras_hessian.hawq import layer_sensitivity
     from keras_hessian.hessian import HessianOperator, layer_table, spectral_density, top_eigenvalues
 
     (x, y), _ = data
@@ -89,8 +96,17 @@ def spectrum(model: Any, data: tuple, run: Any) -> dict:
     hessian_data = (x[subset], y[subset])
     operator = HessianOperator(model, hessian_data)
     top = top_eigenvalues(operator, k=2, seed=seed)
-    table = layer_table(HessianOperator(model, hessian_data, blocks="layer"), top_k=1, trace=True, seed=seed)
-    run.log(table.markdown())
+    table = layer_table(HessianOperator(model, hessian_data, blocks="layer"), top_k=1, trace=False, seed=seed)
+    sensitivity = layer_sensitivity(model, hessian_data, "trace", tol=settings.trace_tol, seed=seed)
+    rows = [{"block": row["block"], "parameters": row["parameters"], "top_eigenvalue": row["eigenvalues"][0],
+             "kernel_parameters": sensitivity[row["block"]].parameters,
+             "trace_per_weight": sensitivity[row["block"]].sensitivity,
+             "trace_per_weight_standard_error": sensitivity[row["block"]].standard_error}
+            for row in table.rows]
+    run.log("| layer | parameters | top eigenvalue | kernel trace / weight |\n|---|---:|---:|---:|")
+    for row in rows:
+        run.log(f"| {row['block']} | {row['parameters']:,} | {row['top_eigenvalue']:.4g} | "
+                f"{row['trace_per_weight']:.4g} +- {row['trace_per_weight_standard_error']:.2g} |")
     density = spectral_density(
         operator, n_vectors=settings.density_vectors, lanczos_steps=settings.density_steps,
         deflation=min(4, settings.density_steps), seed=seed,
@@ -101,7 +117,7 @@ def spectrum(model: Any, data: tuple, run: Any) -> dict:
         "examples": len(subset),
         "parameters": int(operator.num_parameters),
         "top_eigenvalues": [float(v) for v in top.eigenvalues],
-        "layers": table.rows,
+        "layers": rows,
         "density": {"trace": float(density.trace), "sigma": float(density.sigma), "hvp_count": int(density.hvp_count),
                     "smallest_node": float(np.min(density.nodes)), "largest_node": float(np.max(density.nodes))},
-    }
+    }, sensitivity
