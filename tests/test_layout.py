@@ -1,7 +1,7 @@
 """The house of the design card, checked from the source: one-way imports, no cycles, small modules.
 
 Data flows one way: data -> engine (hessian) -> ops -> callbacks / pruning -> quantizers -> layers ->
-quantize -> hawq -> export -> plots/models -> cli. HAWQ sits above quantize (its plan's perturbation
+quantize -> hawq -> export -> plots/models -> demo -> cli. HAWQ sits above quantize (its plan's perturbation
 terms are computed with the quantizers of the layers it would install), below export. A module may import its own room and any room below it, never one
 above; modules form no import cycle; no module holds more than about 400 lines.
 """
@@ -29,6 +29,7 @@ RANKS = {
     "plots": 9,
     "models": 9,
     "architectures": 9,
+    "demo": 9.5,
     "cli": 10,
     "__main__": 11,
     "__init__": 11,

@@ -18,9 +18,16 @@ from keras_hessian.cli._common import add_verbose, one_line, quiet_warnings
 _COMMANDS = (demo, spectrum, train, quantize, prune, export)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with its errors on one line (no usage block), status 2 as before; sub-commands too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `keras-hessian` with its sub-commands (imports no TensorFlow)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keras-hessian",
         description="Hessian spectra, adaptive batch size, pruning, quantized layers and TFLite export for Keras.",
     )

@@ -167,7 +167,7 @@ def load_data(spec: str, split: str = "train") -> tuple[Any, Any]:
             if "tensorflow_datasets" not in str(error) and "tensorflow-datasets" not in str(error):
                 raise CommandError(f"--data {spec}: {one_line(error)}") from None
             raise CommandError(
-                f"--data {spec} needs tensorflow-datasets: pip install 'keras-hessian[tfds]' "
+                f"--data {spec} needs tensorflow-datasets: pip install '.[tfds]' in a keras-hessian checkout "
                 "(or use --data digits or mnist1d, which need no network)."
             ) from None
         return train if split == "train" else test

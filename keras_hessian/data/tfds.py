@@ -3,7 +3,7 @@
 The embedded datasets (`load_digits`, `load_mnist1d`) need no network; this loader reaches the
 TFDS catalog (MNIST, Fashion-MNIST, CIFAR-10, ...) and returns the same layout: numpy arrays,
 `x` float32 (uint8 images scaled to [0, 1]), `y` int32. It needs the optional dependency
-`tensorflow-datasets` (`pip install "keras-hessian[tfds]"`).
+`tensorflow-datasets` (`pip install ".[tfds]"` in a checkout).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _import_tfds():
         import tensorflow_datasets
     except ImportError as error:  # pragma: no cover - the test extra installs it
         raise ImportError(
-            "load_tfds needs tensorflow-datasets: pip install 'keras-hessian[tfds]'. Without the "
+            "load_tfds needs tensorflow-datasets: pip install '.[tfds]' in a keras-hessian checkout. Without the "
             "network, use the embedded load_digits() or load_mnist1d()."
         ) from error
     return tensorflow_datasets

@@ -50,3 +50,19 @@ def mlp_keras(tmp_path_factory, digits_npz):
     path = tmp_path_factory.mktemp("models") / "mlp.keras"
     model.save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """`keras-hessian demo --quick --epochs 3` run once: (its output directory, what it printed)."""
+    import contextlib
+    import io
+
+    from keras_hessian.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--quick", "--epochs", "3", "--out", str(out)])
+    assert code == 0, printed.getvalue()[-2000:]
+    return out, printed.getvalue()
