@@ -51,10 +51,9 @@ def _check_float_weights(layer: keras.layers.Layer) -> None:
 
 def _copy_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
     if registry.is_quantized_layer(target) and not registry.is_quantized_layer(source):
-        # The quantized layer has extra state (e.g. `active_residuals`): copy kernel and bias only.
-        target.kernel.assign(source.kernel)
-        if source.use_bias:
-            target.bias.assign(source.bias)
+        # The quantized layer has extra state (e.g. `active_residuals`): copy kernel and bias only
+        # (an Embedding's table, each attention projection's; the layer knows where they are).
+        target.load_float_weights(source)
         return
     target.set_weights(source.get_weights())
 
