@@ -430,3 +430,23 @@ def test_export_runs_in_litert_like_keras(family, tmp_path):
             # float layers' and the folded kernels' weights int8 with hybrid (int8-activation) kernels.
             tolerance = 1e-5 if mode == "float32" else 0.05 * np.abs(reference).max()
             np.testing.assert_allclose(outputs, reference, atol=tolerance)
+
+
+@pytest.mark.parametrize("cls, dtype", [(L.IntegerDepthwiseConv2D, np.int8), (L.TernaryResidualDepthwiseConv2D, np.int8),
+                                        (L.Float16DepthwiseConv2D, np.float16)], ids=["integer", "ternary_residual", "float16"])
+def test_auto_file_stores_depthwise_filters_narrow(cls, dtype, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    keras.utils.set_random_seed(4)
+    images = keras.Input((6, 6, 64))
+    h = cls(3, depth_multiplier=2, padding="same", name="depthwise")(images)
+    model = keras.Model(images, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(4).normal(size=(16, 6, 6, 64)).astype(np.float32)
+    float_path = to_tflite(model, tmp_path / "float.tflite", mode="float32")
+    path = to_tflite(model, tmp_path / "auto.tflite", mode="auto")
+    filters = [t for t in Interpreter(model_path=str(path)).get_tensor_details() if tuple(t["shape"]) == (1, 3, 3, 128)]
+    # The depthwise filter as the file holds it (float16: dequantized to float32 when loaded).
+    assert dtype in [t["dtype"] for t in filters]
+    assert path.stat().st_size < float_path.stat().st_size - 128 * 9  # at least a byte per weight saved
+    reference = model.predict(x, verbose=0)
+    np.testing.assert_allclose(predict_tflite(path, x), reference, atol=0.02 * np.abs(reference).max())
