@@ -12,6 +12,7 @@ import sys
 
 from keras_hessian import quantizers
 from keras_hessian.layers import registry
+from keras_hessian.layers._shapes import kernel_matrix_shape
 from keras_hessian.layers.attention import (
     BinaryMultiHeadAttention,
     Float16MultiHeadAttention,
@@ -106,6 +107,7 @@ __all__ = [
     "TernaryResidualMultiHeadAttention",
     "bfloat16_layer_policy",
     "keeps_float32",
+    "kernel_matrix_shape",
     "mixed_bfloat16_scope",
     "quantizers",
     "registry",

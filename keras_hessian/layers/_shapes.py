@@ -30,7 +30,7 @@ from keras_hessian import _compat
 from keras_hessian._validation import check_bool, check_int
 from keras_hessian.layers._base import QuantizedConv, QuantizedLayer, conv_output_shape
 
-__all__ = ["QuantizedDepthwiseConv2D", "QuantizedEinsumDense", "QuantizedEmbedding"]
+__all__ = ["QuantizedDepthwiseConv2D", "QuantizedEinsumDense", "QuantizedEmbedding", "kernel_matrix_shape"]
 
 
 class QuantizedDepthwiseConv2D(QuantizedConv):
@@ -352,3 +352,25 @@ class QuantizedEmbedding(QuantizedLayer):
             "embeddings_constraint": keras.constraints.serialize(self.kernel_constraint),
             "mask_zero": self.mask_zero,
         }
+
+
+def kernel_matrix_shape(layer: keras.layers.Layer) -> tuple[int, int]:
+    """`(reduction, output channels)` of a built layer's kernel as the quantizers see it.
+
+    For float layers (Dense, Conv, DepthwiseConv2D, EinsumDense, Embedding) and quantized ones
+    alike, e.g. for per-channel block sizes and multiply counts: a depthwise `(3, 3, C, M)` kernel
+    is `(9, C * M)`, an Embedding `(V, D)` table `(D, V)`, an EinsumDense kernel its contracted
+    axes by its output axes; any other kernel `(prod(shape[:-1]), shape[-1])`.
+    """
+    if isinstance(layer, QuantizedLayer):
+        return tuple(int(d) for d in layer._matrix_shape())
+    if isinstance(layer, keras.layers.Embedding):
+        rows, width = (int(d) for d in layer.embeddings.shape)
+        return (width, rows)
+    shape = tuple(int(d) for d in layer.kernel.shape)
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return (shape[0] * shape[1], shape[2] * shape[3])
+    if isinstance(layer, keras.layers.EinsumDense):
+        reduction, outputs = einsum_axes(layer.equation)
+        return (math.prod(shape[i] for i in reduction), math.prod(shape[i] for i in outputs))
+    return (math.prod(shape[:-1]), shape[-1])

@@ -450,3 +450,20 @@ def test_auto_file_stores_depthwise_filters_narrow(cls, dtype, tmp_path):
     assert path.stat().st_size < float_path.stat().st_size - 128 * 9  # at least a byte per weight saved
     reference = model.predict(x, verbose=0)
     np.testing.assert_allclose(predict_tflite(path, x), reference, atol=0.02 * np.abs(reference).max())
+
+
+def test_kernel_matrix_shape_of_float_and_quantized_layers():
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2)
+    depthwise.build((None, 5, 5, 4))
+    einsum = keras.layers.EinsumDense("abcd,cde->abe", (None, 7))
+    einsum.build((None, 3, 2, 4))
+    embedding = keras.layers.Embedding(11, 6)
+    embedding.build((None, 3))
+    conv = keras.layers.Conv2D(8, 3)
+    conv.build((None, 5, 5, 4))
+    assert L.kernel_matrix_shape(depthwise) == (9, 8)
+    assert L.kernel_matrix_shape(einsum) == (8, 7)  # contracted (heads, size) x output features
+    assert L.kernel_matrix_shape(embedding) == (6, 11)
+    assert L.kernel_matrix_shape(conv) == (36, 8)
+    quantized = built(L.IntegerDepthwiseConv2D, DEPTHWISE[3][1])
+    assert L.kernel_matrix_shape(quantized) == (9, 6)
