@@ -170,13 +170,18 @@ def _storage_of(layer: keras.layers.Layer, kernel: np.ndarray, name: str | None 
 
 
 def _folded_kernels(layer: keras.layers.Layer, weights: list) -> list[KernelStorage]:
-    """The storage records of a quantized layer's folded kernels (one per attention projection)."""
-    if callable(getattr(layer, "projections", None)):
-        return [
-            _storage_of(part, np.asarray(part.quantized_kernel(), np.float32), f"{layer.name}/{part.name}")
-            for part in layer.projections()
-        ]
-    return [_storage_of(layer, weights[0])]
+    """The storage records of a quantized layer's folded kernels (one per attention projection).
+
+    Einsum and depthwise kernels are recorded as `kernel_matrix()` (reduction x output channels),
+    the layout whose transpose, or reshape, is the converter's FullyConnected / depthwise filter.
+    """
+    parts = layer.projections() if callable(getattr(layer, "projections", None)) else [layer]
+    records = []
+    for part in parts:
+        name = part.name if part is layer else f"{layer.name}/{part.name}"
+        kernel = part.kernel_matrix() if callable(getattr(part, "kernel_matrix", None)) else weights[0]
+        records.append(_storage_of(part, np.asarray(kernel, np.float32), name))
+    return records
 
 
 def float32_weight(weight: np.ndarray) -> np.ndarray:

@@ -225,6 +225,14 @@ class QuantizedLayer(keras.layers.Layer):
             raise ValueError(f"Layer {self.name!r} is not built yet; call it on data first.")
         return tf.cast(self._quantize_kernel(self._latent_kernel(), training=False), tf.float32)
 
+    def kernel_matrix(self) -> tf.Tensor:
+        """`quantized_kernel()` in the quantizers' view: the reduction by the output channels.
+
+        Identical to the kernel for Dense and Conv; what per-channel storage (one scale per output
+        channel) sees of a depthwise, einsum or embedding kernel.
+        """
+        return self._to_matrix(self.quantized_kernel())
+
     def float_weights(self) -> list:
         """The weights of the plain float twin (`float_layer`, where defined): quantized kernel, bias."""
         weights = [np.asarray(self.quantized_kernel(), dtype=np.float32)]

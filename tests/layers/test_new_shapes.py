@@ -430,6 +430,13 @@ def test_export_runs_in_litert_like_keras(family, tmp_path):
             # float layers' and the folded kernels' weights int8 with hybrid (int8-activation) kernels.
             tolerance = 1e-5 if mode == "float32" else 0.05 * np.abs(reference).max()
             np.testing.assert_allclose(outputs, reference, atol=tolerance)
+    if "auto" in modes:
+        # `path`: the token model's auto file, written last. Its four attention projections and the
+        # einsum are FullyConnected filters stored as integers (int8 or narrower, read from the file).
+        from ai_edge_litert.interpreter import Interpreter
+
+        details = Interpreter(model_path=str(path)).get_tensor_details()
+        assert sum(1 for t in details if tuple(t["shape"]) == (8, 8) and t["dtype"] == np.int8) >= 5
 
 
 @pytest.mark.parametrize("cls, dtype", [(L.IntegerDepthwiseConv2D, np.int8), (L.TernaryResidualDepthwiseConv2D, np.int8),
