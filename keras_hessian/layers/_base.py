@@ -169,7 +169,10 @@ class QuantizedLayer(keras.layers.Layer):
 
     def kernel_cost(self, outputs: int | None) -> KernelCost:
         """Deployed memory and multiplications of the kernel, `outputs` values per example."""
-        return self.kernel_quantizer.kernel_cost(self._matrix_shape(), outputs)
+        return self._lookup_cost(self.kernel_quantizer.kernel_cost(self._matrix_shape(), outputs))
+
+    def _lookup_cost(self, cost: KernelCost) -> KernelCost:
+        return cost  # the embedding shape: a lookup multiplies nothing
 
     # ---------------------------------------------------------------- subclass hooks
     def _kernel_shape(self, input_shape: tuple) -> tuple:

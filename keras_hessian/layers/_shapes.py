@@ -18,6 +18,7 @@ quantizers' view of the kernel (`_to_matrix`: reduction rows, one column per out
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any
@@ -317,11 +318,10 @@ class QuantizedEmbedding(QuantizedLayer):
     def _matrix_shape(self) -> tuple:
         return (self.output_dim, self.input_dim)
 
-    def kernel_cost(self, outputs: int | None):
-        """The table's storage; a lookup multiplies nothing (a scaled row: one product per value, counted 0)."""
-        cost = self.kernel_quantizer.kernel_cost(self._matrix_shape(), None)
-        none_or_zero = None if outputs is None else 0
-        return type(cost)(cost.bits_per_weight, cost.storage_bits, none_or_zero, none_or_zero)
+    def _lookup_cost(self, cost: Any) -> Any:
+        """The table's storage; a lookup multiplies nothing (a scaled row's products are not counted)."""
+        none_or_zero = None if cost.multiplications is None else 0
+        return dataclasses.replace(cost, multiplications=none_or_zero, replaced_multiplications=none_or_zero)
 
     def call(self, inputs: Any, training: Any = None) -> Any:
         if not keras.backend.is_int_dtype(keras.backend.standardize_dtype(inputs.dtype)):
@@ -363,7 +363,7 @@ def kernel_matrix_shape(layer: keras.layers.Layer) -> tuple[int, int]:
     axes by its output axes; any other kernel `(prod(shape[:-1]), shape[-1])`.
     """
     if isinstance(layer, QuantizedLayer):
-        return tuple(int(d) for d in layer._matrix_shape())
+        return tuple(int(d) for d in layer.kernel_matrix().shape)
     if isinstance(layer, keras.layers.Embedding):
         rows, width = (int(d) for d in layer.embeddings.shape)
         return (width, rows)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import keras
+import numpy as np
 
 from keras_hessian import _compat
 from keras_hessian.layers.binary import BinaryEinsumDense
@@ -23,7 +24,7 @@ from keras_hessian.layers.float16 import Float16EinsumDense
 from keras_hessian.layers.integer import IntegerEinsumDense
 from keras_hessian.layers.registry import register_quantized_layer
 from keras_hessian.layers.ternary_residual import TernaryResidualEinsumDense
-from keras_hessian.quantizers.base import BaseQuantizer
+from keras_hessian.quantizers.base import BaseQuantizer, KernelCost
 
 __all__ = [
     "BinaryMultiHeadAttention",
@@ -107,6 +108,13 @@ class _QuantizedAttention(keras.layers.MultiHeadAttention):
         for projection in self.projections():
             weights.extend(projection.float_weights())
         return weights
+
+    def kernel_cost(self, outputs: int | None = None) -> KernelCost:
+        """The projections' kernels together: storage bits; multiplications unknown (None) here."""
+        costs = [projection.kernel_cost(None) for projection in self.projections()]
+        weights = sum(int(np.prod(projection.kernel.shape)) for projection in self.projections())
+        bits = sum(c.bits_per_weight * int(np.prod(p.kernel.shape)) for c, p in zip(costs, self.projections()))
+        return KernelCost(bits / weights, sum(c.storage_bits for c in costs), None, None)
 
     @property
     def precision_label(self) -> str:

@@ -97,7 +97,7 @@ class _TernaryResidual:
         return f"ternary x{self.active_residuals + 1} N={self.block_size}"
 
     def kernel_cost(self, outputs: int | None) -> KernelCost:
-        return self.kernel_quantizer.kernel_cost(self._matrix_shape(), outputs, self.active_residuals)
+        return self._lookup_cost(self.kernel_quantizer.kernel_cost(self._matrix_shape(), outputs, self.active_residuals))
 
     def get_config(self) -> dict:
         return {

@@ -478,3 +478,14 @@ def test_kernel_matrix_shape_of_float_and_quantized_layers():
     assert L.kernel_matrix_shape(conv) == (36, 8)
     quantized = built(L.IntegerDepthwiseConv2D, DEPTHWISE[3][1])
     assert L.kernel_matrix_shape(quantized) == (9, 6)
+
+
+def test_kernel_costs_of_a_lookup_and_of_an_attention_layer():
+    table = built(L.TernaryResidualEmbedding, EMBEDDINGS[1][1])
+    cost = table.kernel_cost(21)
+    # 2 terms x 2 bits per weight, plus a float32 scale per block (2 blocks of a 6-wide row) and term.
+    assert (cost.storage_bits, cost.multiplications, cost.replaced_multiplications) == (2 * 2 * 66 + 32 * 11 * 2 * 2, 0, 0)
+    attention = built(L.IntegerMultiHeadAttention, ATTENTIONS[2][1])
+    weights = sum(int(np.prod(p.kernel.shape)) for p in attention.projections())
+    channels = sum(L.kernel_matrix_shape(p)[1] for p in attention.projections())
+    assert attention.kernel_cost().storage_bits == 4 * weights + 32 * channels  # int4 + a scale per channel
