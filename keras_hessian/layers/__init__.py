@@ -1,7 +1,7 @@
 """Quantized layers (binary, ternary-residual, DFP-16, integer, float16), their quantizers, bfloat16 helpers.
 
 Shapes: Dense, Conv2D, Conv1D, DepthwiseConv2D, EinsumDense, Embedding (not DFP-16) and
-MultiHeadAttention (weight-only schemes: not DFP-16).
+MultiHeadAttention and SeparableConv2D (weight-only schemes: not DFP-16).
 
 The quantizers live in `keras_hessian.quantizers`; their former path `keras_hessian.layers.quantizers`
 is the same module (`from keras_hessian.layers import quantizers` and `import
@@ -49,6 +49,12 @@ from keras_hessian.layers.precision import (
     keeps_float32,
     mixed_bfloat16_scope,
 )
+from keras_hessian.layers.separable import (
+    BinarySeparableConv2D,
+    Float16SeparableConv2D,
+    IntegerSeparableConv2D,
+    TernaryResidualSeparableConv2D,
+)
 from keras_hessian.layers.ternary_residual import (
     TernaryResidualConv1D,
     TernaryResidualConv2D,
@@ -75,6 +81,7 @@ __all__ = [
     "BinaryEinsumDense",
     "BinaryEmbedding",
     "BinaryMultiHeadAttention",
+    "BinarySeparableConv2D",
     "DFP16Conv1D",
     "DFP16Conv2D",
     "DFP16Dense",
@@ -88,6 +95,7 @@ __all__ = [
     "Float16EinsumDense",
     "Float16Embedding",
     "Float16MultiHeadAttention",
+    "Float16SeparableConv2D",
     "Integer",
     "IntegerConv1D",
     "IntegerConv2D",
@@ -96,6 +104,7 @@ __all__ = [
     "IntegerEinsumDense",
     "IntegerEmbedding",
     "IntegerMultiHeadAttention",
+    "IntegerSeparableConv2D",
     "Ternarize",
     "TernaryResidual",
     "TernaryResidualConv1D",
@@ -105,6 +114,7 @@ __all__ = [
     "TernaryResidualEinsumDense",
     "TernaryResidualEmbedding",
     "TernaryResidualMultiHeadAttention",
+    "TernaryResidualSeparableConv2D",
     "bfloat16_layer_policy",
     "keeps_float32",
     "kernel_matrix_shape",

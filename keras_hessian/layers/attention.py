@@ -19,12 +19,18 @@ import keras
 import numpy as np
 
 from keras_hessian import _compat
+from keras_hessian.layers._composite import (
+    checked_part_options,
+    part_option_names,
+    post_training_options,
+    serialized_options,
+)
 from keras_hessian.layers.binary import BinaryEinsumDense
 from keras_hessian.layers.float16 import Float16EinsumDense
 from keras_hessian.layers.integer import IntegerEinsumDense
 from keras_hessian.layers.registry import register_quantized_layer
 from keras_hessian.layers.ternary_residual import TernaryResidualEinsumDense
-from keras_hessian.quantizers.base import BaseQuantizer, KernelCost
+from keras_hessian.quantizers.base import KernelCost
 
 __all__ = [
     "BinaryMultiHeadAttention",
@@ -46,33 +52,17 @@ class _QuantizedAttention(keras.layers.MultiHeadAttention):
 
     def __init__(self, *args: Any, quantizer_options: dict | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if quantizer_options is not None and not isinstance(quantizer_options, dict):
-            raise TypeError(f"quantizer_options must be a dict. Received quantizer_options={quantizer_options!r}.")
-        options = dict(quantizer_options or {})
-        unknown = sorted(set(options) - set(self.PROJECTION.option_names()))
-        if unknown:
-            raise ValueError(
-                f"quantizer_options {unknown} are not options of {self.PROJECTION.__name__}; "
-                f"accepted: {list(self.PROJECTION.option_names())}. Received quantizer_options={options!r}."
-            )
-        probe = self.PROJECTION("ab,bc->ac", 1, **options)  # bad values fail here, named by the class
-        if probe.input_quantizer is not None:
-            raise ValueError(
-                f"{type(self).__name__} quantizes weights only (the attention products take the projections' "
-                f"outputs in float); input quantization does not apply. Received quantizer_options={options!r}."
-            )
-        self.quantizer_options = options
+        self.quantizer_options = checked_part_options(type(self).__name__, self.PROJECTION, quantizer_options, "ab,bc->ac", 1)
 
     # The options of this class for quantize_model: those of its projections.
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
-        return tuple(name for name in cls.PROJECTION.option_names() if name not in ("binary_activations", "input_quantizer"))
+        return part_option_names(cls.PROJECTION)
 
     @classmethod
     def from_float_layer(cls, layer: keras.layers.Layer, **options: Any) -> _QuantizedAttention:
         """A new, unbuilt layer configured like the float MultiHeadAttention `layer`, plus `options`."""
-        post_training = {k: v for k, v in cls.PROJECTION.POST_TRAINING_OPTIONS.items() if k in cls.option_names()}
-        return cls(**layer.get_config(), quantizer_options={**post_training, **options})
+        return cls(**layer.get_config(), quantizer_options={**post_training_options(cls.PROJECTION), **options})
 
     def build(self, query_shape, value_shape, key_shape=None) -> None:
         super().build(query_shape, value_shape, key_shape)
@@ -121,11 +111,7 @@ class _QuantizedAttention(keras.layers.MultiHeadAttention):
         return self.projections()[0].precision_label if self.built else self.PROJECTION.__name__
 
     def get_config(self) -> dict:
-        options = {
-            k: keras.saving.serialize_keras_object(v) if isinstance(v, BaseQuantizer) else v
-            for k, v in self.quantizer_options.items()
-        }
-        return {**super().get_config(), "quantizer_options": options}
+        return {**super().get_config(), "quantizer_options": serialized_options(self.quantizer_options)}
 
 
 @register_quantized_layer("binary", keras.layers.MultiHeadAttention)

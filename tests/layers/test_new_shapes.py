@@ -48,12 +48,20 @@ ATTENTIONS = [
     (L.IntegerMultiHeadAttention, {**ATTENTION, "quantizer_options": {"bits": 4}}),
     (L.Float16MultiHeadAttention, ATTENTION),
 ]
-NEW_LAYERS = [case[0] for case in DEPTHWISE + EINSUMS + EMBEDDINGS + ATTENTIONS]
-SHAPES = {"depthwise": (5, 5, 3), "einsum": (4, 5), "embedding": (7,), "attention": (4, 5)}
+SEPARABLE = {"filters": 4, "kernel_size": 3, "depth_multiplier": 2}
+SEPARABLES = [
+    (L.BinarySeparableConv2D, {**SEPARABLE, "quantizer_options": {"per_channel_scale": True}}),
+    (L.TernaryResidualSeparableConv2D, {**SEPARABLE, "quantizer_options": {"block_size": 4, "residuals": 1}}),
+    (L.IntegerSeparableConv2D, {**SEPARABLE, "quantizer_options": {"bits": 4}}),
+    (L.Float16SeparableConv2D, SEPARABLE),
+]
+NEW_LAYERS = [case[0] for case in DEPTHWISE + EINSUMS + EMBEDDINGS + ATTENTIONS + SEPARABLES]
+SHAPES = {"depthwise": (5, 5, 3), "einsum": (4, 5), "embedding": (7,), "attention": (4, 5), "separable": (5, 5, 3)}
 
 
 def kind(cls):
-    for name, cases in (("depthwise", DEPTHWISE), ("einsum", EINSUMS), ("embedding", EMBEDDINGS)):
+    cases_of = (("depthwise", DEPTHWISE), ("einsum", EINSUMS), ("embedding", EMBEDDINGS), ("separable", SEPARABLES))
+    for name, cases in cases_of:
         if cls in [case[0] for case in cases]:
             return name
     return "attention"
@@ -200,6 +208,21 @@ def test_attention_projections_follow_the_rule_and_the_float_layer(cls, argument
     assert len(layer.trainable_weights) == 8  # the float projections are gone
 
 
+@pytest.mark.parametrize("cls, arguments", SEPARABLES, ids=lambda v: getattr(v, "__name__", ""))
+def test_separable_parts_follow_the_rule(cls, arguments):
+    layer = built(cls, arguments)
+    depthwise, pointwise = layer.projections()
+    dw = expected_kernel(depthwise)  # per (input channel, multiplier) output channel
+    pw_latent = pointwise.kernel.numpy()
+    pw = np_rule(pointwise, pw_latent.reshape(-1, pw_latent.shape[-1])).reshape(pw_latent.shape)  # per filter
+    np.testing.assert_allclose(depthwise.quantized_kernel().numpy(), dw, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pointwise.quantized_kernel().numpy(), pw, rtol=1e-5, atol=1e-6)
+    x = inputs(cls, seed=4)
+    expected = np.tanh(np_depthwise(x.astype(np.float64), dw) @ pw[0, 0] + pointwise.bias.numpy())
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert len(layer.trainable_weights) == 3  # the float kernels are gone
+
+
 # ------------------------------------------------------------------ straight-through gradients
 
 
@@ -282,8 +305,9 @@ def test_embedding_straight_through_gradient_counts_each_token(cls):
         (keras.layers.EinsumDense("abc,cde->abde", (None, 2, 3), bias_axes="e"), L.Float16EinsumDense, (4, 5)),
         (keras.layers.Embedding(11, 6, mask_zero=True), L.Float16Embedding, "ids"),
         (keras.layers.MultiHeadAttention(2, 3, value_dim=4), L.Float16MultiHeadAttention, (4, 5)),
+        (keras.layers.SeparableConv2D(4, 3, strides=2, padding="same", depth_multiplier=2), L.Float16SeparableConv2D, (6, 6, 3)),
     ],
-    ids=["depthwise", "einsum", "embedding", "attention"],
+    ids=["depthwise", "einsum", "embedding", "attention", "separable"],
 )
 def test_from_float_layer_and_its_weights(float_layer, cls, x):
     x = RNG.integers(0, 11, size=(3, 7)) if x == "ids" else RNG.normal(size=(3, *x)).astype(np.float32)
@@ -319,7 +343,8 @@ def test_bad_arguments_name_themselves():
 # ------------------------------------------------------------------ saving, bfloat16
 
 
-@pytest.mark.parametrize("cls, arguments", DEPTHWISE + EINSUMS + EMBEDDINGS + ATTENTIONS, ids=lambda v: getattr(v, "__name__", ""))
+@pytest.mark.parametrize("cls, arguments", DEPTHWISE + EINSUMS + EMBEDDINGS + ATTENTIONS + SEPARABLES,
+                         ids=lambda v: getattr(v, "__name__", ""))
 def test_config_round_trip_and_bfloat16(cls, arguments):
     layer = built(cls, arguments)
     config = layer.get_config()
@@ -334,12 +359,14 @@ def test_config_round_trip_and_bfloat16(cls, arguments):
     np.testing.assert_allclose(np.asarray(y, np.float32), reference, atol=0.1, rtol=0.05)
 
 
-def family_model(depthwise, embedding, attention, einsum):
+def family_model(depthwise, embedding, attention, einsum, separable=None):
     """Images through the depthwise layer, tokens through embedding, attention and einsum: one file per family."""
     images = keras.Input((6, 6, 3))
     tokens = keras.Input((5,), dtype="int32")
-    arguments = {cls: arguments for cls, arguments in DEPTHWISE + EMBEDDINGS + ATTENTIONS + EINSUMS}
+    arguments = {cls: arguments for cls, arguments in DEPTHWISE + EMBEDDINGS + ATTENTIONS + EINSUMS + SEPARABLES}
     a = keras.layers.Flatten()(depthwise(**arguments[depthwise], name="depthwise")(images))
+    if separable is not None:
+        a = keras.layers.Concatenate()([a, keras.layers.Flatten()(separable(**arguments[separable], name="separable")(images))])
     h = embedding(**{**arguments[embedding], "output_dim": 5}, name="embedding")(tokens)
     h = h + attention(**arguments[attention], name="attention")(h, h)
     h = keras.layers.Flatten()(einsum(**{**arguments[einsum], "output_shape": (5, 2, 3)}, name="einsum")(h))
@@ -356,12 +383,13 @@ def test_save_load_identical_outputs(family, tmp_path):
     ]
     depthwise, embedding, attention, einsum = [next(c for c in classes if kind(c) == k) for k in
                                                ("depthwise", "embedding", "attention", "einsum")]
+    separable = next((c for c, _ in SEPARABLES if registry.scheme_of(c) == family), None)
     keras.utils.set_random_seed(0)
-    model = family_model(depthwise, embedding, attention, einsum)
+    model = family_model(depthwise, embedding, attention, einsum, separable)
     for layer in model.layers:
         if hasattr(layer, "active_residuals"):
             layer.active_residuals = 0  # a changed knob survives saving
-    for layer in [p for a in model.layers if hasattr(a, "projections") for p in a.projections()]:
+    for layer in [p for a in model.layers if hasattr(a, "projections") for p in a.projections()]:  # attention, separable
         if hasattr(layer, "active_residuals"):
             layer.active_residuals = 0
     rng = np.random.default_rng(2)
@@ -371,8 +399,11 @@ def test_save_load_identical_outputs(family, tmp_path):
     np.testing.assert_array_equal(loaded(x).numpy(), model(x).numpy())
     for name, cls in zip(("depthwise", "embedding", "attention", "einsum"), (depthwise, embedding, attention, einsum)):
         assert type(loaded.get_layer(name)) is cls
+    if separable is not None:
+        assert type(loaded.get_layer("separable")) is separable
     if family == "ternary_residual":
         assert loaded.get_layer("einsum").active_residuals == 0
+        assert [p.active_residuals for p in loaded.get_layer("separable").projections()] == [0, 0]
         assert [p.active_residuals for p in loaded.get_layer("attention").projections()] == [0, 0, 0, 0]
 
 
@@ -387,10 +418,12 @@ def test_registry_holds_the_new_layers():
 # ------------------------------------------------------------------ export: LiteRT against Keras
 
 
-def image_model(cls, **options):
+def image_model(cls, separable=None):
     x = keras.Input((8, 8, 3))
     h = keras.layers.Conv2D(6, 3, padding="same", name="conv")(x)
-    h = cls(3, depth_multiplier=2, padding="same", activation="relu", name="depthwise", **options)(h)
+    h = cls(3, depth_multiplier=2, padding="same", activation="relu", name="depthwise")(h)
+    if separable is not None:
+        h = separable(6, 3, padding="same", activation="relu", name="separable")(h)
     h = keras.layers.GlobalAveragePooling2D()(h)
     return keras.Model(x, keras.layers.Dense(4, name="head")(h))
 
@@ -421,7 +454,8 @@ def test_export_runs_in_litert_like_keras(family, tmp_path):
     tokens = rng.integers(0, 20, size=(32, 6)).astype(np.int32)
     ternary = family == "ternary_residual"
     # (The ternary-residual depthwise auto file is test_auto_file_stores_depthwise_filters_narrow's.)
-    models = ((image_model(depthwise), images, ("float32",)),
+    separable = L.TernaryResidualSeparableConv2D if ternary else None
+    models = ((image_model(depthwise, separable), images, ("float32",)),
               (token_model(embedding, attention, einsum), tokens, ("float32", "auto") if ternary else ("float32",)))
     for model, x, modes in models:
         reference = model.predict(x, verbose=0)

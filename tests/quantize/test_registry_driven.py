@@ -17,6 +17,7 @@ def test_schemes_and_quantizable_layers_come_from_the_registry():
         keras.layers.EinsumDense,
         keras.layers.Embedding,
         keras.layers.MultiHeadAttention,
+        keras.layers.SeparableConv2D,
     }
 
 
