@@ -228,3 +228,42 @@ def fix_multi_worker_fit(model: Any) -> None:
     for name in ("fit", "evaluate", "predict"):
         setattr(model, name, with_fixed_reduce(getattr(model, name)))
     model._kh_multi_worker_fixed = True
+
+
+def einsum_dense_shapes(equation: str, bias_axes: str | None, input_shape: tuple, output_shape: Any) -> tuple:
+    """`(kernel_shape, bias_shape, full_output_shape)` of an `EinsumDense(equation, output_shape, bias_axes)`.
+
+    Keras' own parser (`keras.src.layers.core.einsum_dense._analyze_einsum_string`), so a quantized
+    EinsumDense accepts exactly the equations, ellipses and partial output shapes Keras does.
+    """
+    from keras.src.layers.core.einsum_dense import _analyze_einsum_string
+
+    kernel_shape, bias_shape, full_output_shape, _, _ = _analyze_einsum_string(
+        equation, bias_axes, input_shape, output_shape
+    )
+    return (
+        tuple(kernel_shape),
+        None if bias_shape is None else tuple(bias_shape),
+        tuple(full_output_shape),
+    )
+
+
+def untrack_sublayer(layer: Any, sublayer: Any) -> None:
+    """Stop `layer` from tracking `sublayer` (its weights leave `layer.weights`; `Layer._tracker`)."""
+    layer._tracker.untrack(sublayer)
+
+
+# MultiHeadAttention's projection attributes, in the order its `build` creates them (its weight order).
+_ATTENTION_PROJECTIONS = ("_query_dense", "_key_dense", "_gate_dense", "_value_dense", "_output_dense")
+
+
+def attention_projections(layer: Any) -> dict[str, Any]:
+    """attribute -> projection layer of a built `keras.layers.MultiHeadAttention`, in weight order."""
+    found = {name: getattr(layer, name, None) for name in _ATTENTION_PROJECTIONS}
+    return {name: sublayer for name, sublayer in found.items() if sublayer is not None}
+
+
+def replace_attention_projection(layer: Any, attribute: str, projection: Any) -> None:
+    """Put `projection` in place of the MultiHeadAttention projection `attribute`, inside its `build`."""
+    untrack_sublayer(layer, getattr(layer, attribute))
+    setattr(layer, attribute, projection)

@@ -2,7 +2,10 @@
 
 Quantized layers (binary, ternary-residual, DFP-16, integer, float16) become plain `Dense` / `Conv`
 layers whose kernel is the layer's `quantized_kernel()` folded into a constant, preceded by the
-layer's input quantizer (ordinary TFLite ops). Dense layers quantized by Keras' own
+layer's input quantizer (ordinary TFLite ops); the depthwise, einsum, embedding and attention
+shapes name their plain twin themselves (`float_layer()` and `float_weights()`: a
+`DepthwiseConv2D`, `EinsumDense`, `Embedding` or `MultiHeadAttention` holding the quantized
+kernels). Dense layers quantized by Keras' own
 `model.quantize("int8" | "int4")` become float32 Dense layers holding their dequantized kernel
 (`keras_quantized.py`). Layers under a bfloat16 policy are rebuilt in float32 (TFLite has no
 bfloat16 kernels). Each folded kernel carries how an `"auto"` file stores it (`KernelStorage`).
@@ -94,6 +97,8 @@ class _InputQuantizer(keras.layers.Layer):
 
 def _plain_layer(layer: keras.layers.Layer, name: str) -> tuple[keras.layers.Layer, list]:
     """A plain Keras Dense/Conv layer holding `layer.quantized_kernel()`, and its weights."""
+    if callable(getattr(layer, "float_layer", None)):
+        return layer.float_layer(name), layer.float_weights()
     kernel = np.asarray(keras.ops.convert_to_numpy(layer.quantized_kernel()), dtype=np.float32)
     weights = [kernel]
     if layer.use_bias:
@@ -143,18 +148,40 @@ def _with_input_quantizer(
 
 
 
-_FLOAT_KERNEL_TYPES = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
+_FLOAT_KERNEL_TYPES = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.EinsumDense,
+)
 # Kernels wider than this are stored as float16 ("auto"): DFP-16, float16.
 _INTEGER_STORAGE_BITS = 8
 
 
-def _storage_of(layer: keras.layers.Layer, kernel: np.ndarray) -> KernelStorage:
+def _storage_of(layer: keras.layers.Layer, kernel: np.ndarray, name: str | None = None) -> KernelStorage:
     """How an "auto" file stores the folded kernel of the quantized `layer`."""
     quantizer = layer.kernel_quantizer
+    name = layer.name if name is None else name
     if getattr(quantizer, "precision", 32) > _INTEGER_STORAGE_BITS:
-        return KernelStorage(kernel, "float16", 16, layer.name)
+        return KernelStorage(kernel, "float16", 16, name)
     bits = quantizer.bits if isinstance(quantizer, Integer) else None
-    return KernelStorage(kernel, "exact", bits, layer.name)
+    return KernelStorage(kernel, "exact", bits, name)
+
+
+def _folded_kernels(layer: keras.layers.Layer, weights: list) -> list[KernelStorage]:
+    """The storage records of a quantized layer's folded kernels (one per attention projection).
+
+    Einsum and depthwise kernels are recorded as `kernel_matrix()` (reduction x output channels),
+    the layout whose transpose, or reshape, is the converter's FullyConnected / depthwise filter.
+    """
+    parts = layer.projections() if callable(getattr(layer, "projections", None)) else [layer]
+    records = []
+    for part in parts:
+        name = part.name if part is layer else f"{layer.name}/{part.name}"
+        kernel = part.kernel_matrix() if callable(getattr(part, "kernel_matrix", None)) else weights[0]
+        records.append(_storage_of(part, np.asarray(kernel, np.float32), name))
+    return records
 
 
 def float32_weight(weight: np.ndarray) -> np.ndarray:
@@ -200,6 +227,8 @@ def build_inference_copy(
     storage: list[KernelStorage] = []
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # an operator-syntax / keras.ops node (`h + pos`): stateless, shared as is
         terms = ternary_pieces(layer) if split_ternary else None
         if terms is not None or is_quantized_layer(layer):
             # The user's layer name stays on the outermost replacement (error messages).
@@ -212,8 +241,9 @@ def build_inference_copy(
                 storage.extend(KernelStorage(kernel, "exact", None, layer.name) for _, _, kernel in terms[0])
             else:
                 core, weights = _plain_layer(layer, core_name)
-                quantized_kernels.append(weights[0])
-                storage.append(_storage_of(layer, weights[0]))
+                folded = _folded_kernels(layer, weights)
+                quantized_kernels.extend(record.kernel for record in folded)
+                storage.extend(folded)
             new, target = _with_input_quantizer(layer, core, static_activations), core
             for sublayer in [new, *getattr(new, "layers", [])]:
                 origin[sublayer.name] = layer

@@ -271,6 +271,8 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     if dtype == np.float32:
         return x
     scale, zero_point = detail["quantization"]
+    if scale == 0:  # an integer input that is not quantized (token ids): passed as integers
+        return np.asarray(x).astype(dtype)
     info = np.iinfo(dtype)
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
@@ -279,4 +281,6 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     if np.dtype(detail["dtype"]) == np.float32:
         return y.copy()
     scale, zero_point = detail["quantization"]
+    if scale == 0:  # not quantized: integer outputs as they are
+        return y.copy()
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)

@@ -2,8 +2,8 @@
 
 A model quantized with a per-layer mapping (a HAWQ plan: `quantize_model(model, {path: spec})`)
 mixes schemes, so the file cannot have ONE storage. The inference copy says, for each folded kernel,
-how it wants to be stored (`KernelStorage`); here each FullyConnected / Conv2D filter of the float32
-file is matched to its kernel by value and gets one `ai-edge-quantizer` recipe entry:
+how it wants to be stored (`KernelStorage`); here each FullyConnected / Conv2D / DepthwiseConv2D filter
+of the float32 file is matched to its kernel by value and gets one `ai-edge-quantizer` recipe entry:
 
 - `"exact"` (binary, ternary pieces, integer layers, Keras int8 / per-channel int4): the narrowest
   of int2 (FullyConnected only), int4 or int8 holding the levels exactly (`storage.exact_bits`);
@@ -34,7 +34,10 @@ __all__ = ["STORAGE_KINDS", "KernelStorage", "store_planned_weights"]
 
 STORAGE_KINDS = ("exact", "int", "float16")
 # Widths LiteRT's hybrid kernels take, per op (measured with ai-edge-litert 2.3, see storage.py).
-_WIDTHS = {"FULLY_CONNECTED": (2, 4, 8), "CONV_2D": (4, 8)}
+# Depthwise filters (TFLite layout `(1, kh, kw, channels)`, channels LAST) are stored int8 by the
+# library's per-channel min/max, which is the integer quantizer's grid (`max|w| / 127` per channel)
+# and holds a binary filter's `+-alpha` exactly; grid recovery reads channels first, so not here.
+_WIDTHS = {"FULLY_CONNECTED": (2, 4, 8), "CONV_2D": (4, 8), "DEPTHWISE_CONV_2D": (8,)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,8 @@ def _entry(storage: KernelStorage, values: np.ndarray, op_name: str, narrow: boo
     widths = _WIDTHS[op_name]
     if storage.kind == "float16":
         return "float16", 16
+    if op_name == "DEPTHWISE_CONV_2D":
+        return "minmax", 8
     if storage.kind == "int":
         return "minmax", min(w for w in widths if w >= min(storage.bits, 8))
     bits = exact_bits(values, op_name)
@@ -91,7 +96,7 @@ def planned_entries(flatbuffer: bytes, kernels: list[KernelStorage], narrow: boo
     *_, utils = _library()
     model = utils.read_model(bytearray(flatbuffer))
     entries: dict[str, tuple] = {}
-    for scope, op_name, tensor, buffer in _filter_ops(model, utils):
+    for scope, op_name, tensor, buffer in _filter_ops(model, utils, tuple(_WIDTHS)):
         shape = tuple(int(d) for d in tensor.shape)
         if tensor.type != 0 or op_name.value not in _WIDTHS:  # 0: FLOAT32
             continue

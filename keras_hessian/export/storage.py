@@ -49,8 +49,8 @@ def _library():
     return algorithm_manager, qtyping, quantizer, dequantized_weight_recovery, tfl_flatbuffer_utils
 
 
-def _filter_ops(model, utils):
-    """(scope, op name, filter tensor, buffer) of constant filters read by one FC/Conv2D op."""
+def _filter_ops(model, utils, ops: tuple[str, ...] = _INT4_FILTER_OPS):
+    """(scope, op name, filter tensor, buffer) of constant filters read by one op of `ops` (FC/Conv2D)."""
     for subgraph in model.subgraphs:
         readers: dict[int, int] = {}
         for operator in subgraph.operators:
@@ -62,7 +62,7 @@ def _filter_ops(model, utils):
         for operator in subgraph.operators:
             code = model.operatorCodes[operator.opcodeIndex]
             name = utils.TFL_OP_CODE_TO_NAME.get(max(code.builtinCode, code.deprecatedBuiltinCode))
-            if name is None or name.value not in _INT4_FILTER_OPS or len(operator.inputs) < 2:
+            if name is None or name.value not in ops or len(operator.inputs) < 2:
                 continue
             index = int(operator.inputs[1])
             tensor = subgraph.tensors[index]

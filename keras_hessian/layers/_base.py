@@ -1,4 +1,4 @@
-"""Shared plumbing of the quantized Dense / Conv layers (no quantization math here).
+"""Shared plumbing of the quantized layers, and the Dense / Conv shapes (no quantization math here).
 
 A quantized layer keeps a float32 latent kernel (`autocast=False`, so it stays float32 under
 `mixed_bfloat16`), quantizes it with its `kernel_quantizer` in every forward pass
@@ -18,8 +18,11 @@ bfloat16; DFP-16 layers compute in float32/float64 whatever the policy.)
 
 Layout of a family: one mixin (`_Binary`, `_TernaryResidual`, `_DFP16`) takes the family's
 keyword-only options, builds its quantizers and extends `build`/`get_config` once; the public
-classes combine it with `QuantizedDense` or `QuantizedConv` (shape, `_linear`, their config
-keys) and register themselves with `@register_quantized_layer(scheme, keras.layers.X)`.
+classes combine it with a shape, `QuantizedDense` or `QuantizedConv` here or the depthwise,
+einsum and embedding shapes of `_shapes.py` (shape, `_linear`, their config keys, the
+quantizers' `(reduction, output channels)` view of the kernel), and register themselves with
+`@register_quantized_layer(scheme, keras.layers.X)`. `from_float_layer` and
+`load_float_weights` turn a float Keras layer into one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import inspect
 from typing import Any, ClassVar
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -64,6 +68,22 @@ def _int_tuple(name: str, value: Any, rank: int) -> tuple[int, ...]:
             f"Received {name}={value!r}."
         )
     return tuple(check_int(name, v, 1) for v in values)
+
+
+def conv_output_shape(layer: Any, input_shape: tuple, channels: int | None) -> tuple:
+    """Output shape of a convolution `layer` (kernel_size, strides, ... attributes) with `channels` outputs."""
+    spatial_in = input_shape[1:-1] if layer.data_format == "channels_last" else input_shape[2:]
+    spatial = []
+    for size, k, s, d in zip(spatial_in, layer.kernel_size, layer.strides, layer.dilation_rate):
+        if size is None:
+            spatial.append(None)
+        elif layer.padding == "same":
+            spatial.append(-(-size // s))
+        else:
+            spatial.append((size - d * (k - 1) - 1) // s + 1)
+    if layer.data_format == "channels_last":
+        return (input_shape[0], *spatial, channels)
+    return (input_shape[0], channels, *spatial)
 
 
 class QuantizedLayer(keras.layers.Layer):
@@ -110,6 +130,10 @@ class QuantizedLayer(keras.layers.Layer):
 
     # Config keys of the float layer this shape of layer replaces (besides COMMON_FLOAT_KEYS).
     FLOAT_KEYS: tuple[str, ...] = ()
+    # Float config keys under another name here (`depthwise_initializer` -> `kernel_initializer`).
+    RENAMED_FLOAT_KEYS: ClassVar[dict[str, str]] = {}
+    # The float layer's attribute holding the weight that becomes the latent kernel.
+    FLOAT_KERNEL = "kernel"
     # Options a family needs when it starts from trained float weights (post-training).
     POST_TRAINING_OPTIONS: ClassVar[dict[str, Any]] = {}
 
@@ -128,7 +152,14 @@ class QuantizedLayer(keras.layers.Layer):
         """
         config = layer.get_config()
         arguments = {key: config[key] for key in COMMON_FLOAT_KEYS + cls.FLOAT_KEYS if key in config}
+        arguments.update({ours: config[key] for key, ours in cls.RENAMED_FLOAT_KEYS.items() if key in config})
         return cls(**arguments, **{**cls.POST_TRAINING_OPTIONS, **options})
+
+    def load_float_weights(self, layer: keras.layers.Layer) -> None:
+        """Set the latent kernel (and bias) of this built layer from the float `layer` it replaces."""
+        self.kernel.assign(getattr(layer, self.FLOAT_KERNEL))
+        if self.bias is not None:
+            self.bias.assign(layer.bias)
 
     # ---------------------------------------------------------------- what it costs
     @property
@@ -138,7 +169,10 @@ class QuantizedLayer(keras.layers.Layer):
 
     def kernel_cost(self, outputs: int | None) -> KernelCost:
         """Deployed memory and multiplications of the kernel, `outputs` values per example."""
-        return self.kernel_quantizer.kernel_cost(self.kernel.shape, outputs)
+        return self._lookup_cost(self.kernel_quantizer.kernel_cost(self._matrix_shape(), outputs))
+
+    def _lookup_cost(self, cost: KernelCost) -> KernelCost:
+        return cost  # the embedding shape: a lookup multiplies nothing
 
     # ---------------------------------------------------------------- subclass hooks
     def _kernel_shape(self, input_shape: tuple) -> tuple:
@@ -151,8 +185,21 @@ class QuantizedLayer(keras.layers.Layer):
         """The float matmul / convolution of the layer."""
         raise NotImplementedError
 
+    # The quantizers' view of the kernel: output channels on the last axis, the reduction (the
+    # dot-product direction) on the others. Dense and Conv kernels are laid out so already; the
+    # depthwise, einsum and embedding shapes reshape or transpose theirs, so per-channel scales and
+    # ternary blocks follow their output channels (`(in, multiplier)` pairs, output features, rows).
+    def _to_matrix(self, kernel: tf.Tensor) -> tf.Tensor:
+        return kernel
+
+    def _from_matrix(self, matrix: tf.Tensor) -> tf.Tensor:
+        return matrix
+
+    def _matrix_shape(self) -> tuple:
+        return tuple(self.kernel.shape)
+
     def _quantize_kernel(self, kernel: tf.Tensor, training: Any) -> tf.Tensor:
-        return self.kernel_quantizer(kernel, training=training)
+        return self._from_matrix(self.kernel_quantizer(self._to_matrix(kernel), training=training))
 
     # ---------------------------------------------------------------- Keras API
     def build(self, input_shape: tuple) -> None:
@@ -183,6 +230,21 @@ class QuantizedLayer(keras.layers.Layer):
         if not self.built:
             raise ValueError(f"Layer {self.name!r} is not built yet; call it on data first.")
         return tf.cast(self._quantize_kernel(self._latent_kernel(), training=False), tf.float32)
+
+    def kernel_matrix(self) -> tf.Tensor:
+        """`quantized_kernel()` in the quantizers' view: the reduction by the output channels.
+
+        Identical to the kernel for Dense and Conv; what per-channel storage (one scale per output
+        channel) sees of a depthwise, einsum or embedding kernel.
+        """
+        return self._to_matrix(self.quantized_kernel())
+
+    def float_weights(self) -> list:
+        """The weights of the plain float twin (`float_layer`, where defined): quantized kernel, bias."""
+        weights = [np.asarray(self.quantized_kernel(), dtype=np.float32)]
+        if self.bias is not None:
+            weights.append(np.asarray(ops.convert_to_numpy(self.bias), dtype=np.float32))
+        return weights
 
     def _finish(self, y: Any) -> Any:
         if self.bias is not None:
@@ -324,18 +386,7 @@ class QuantizedConv(QuantizedLayer):
         return ops.add(y, bias)
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
-        spatial_in = input_shape[1:-1] if self.data_format == "channels_last" else input_shape[2:]
-        spatial = []
-        for size, k, s, d in zip(spatial_in, self.kernel_size, self.strides, self.dilation_rate):
-            if size is None:
-                spatial.append(None)
-            elif self.padding == "same":
-                spatial.append(-(-size // s))
-            else:
-                spatial.append((size - d * (k - 1) - 1) // s + 1)
-        if self.data_format == "channels_last":
-            return (input_shape[0], *spatial, self.filters)
-        return (input_shape[0], self.filters, *spatial)
+        return conv_output_shape(self, input_shape, self.filters)
 
     def get_config(self) -> dict:
         return {

@@ -1,4 +1,4 @@
-"""Binarized layers: BinaryDense, BinaryConv2D and BinaryConv1D (one family, one `build`/`get_config`)."""
+"""Binarized layers: Dense, Conv2D / Conv1D, DepthwiseConv2D, EinsumDense and Embedding (one family)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ from typing import Any, ClassVar
 import keras
 
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
+from keras_hessian.layers._shapes import QuantizedDepthwiseConv2D, QuantizedEinsumDense, QuantizedEmbedding
 from keras_hessian.layers.registry import register_quantized_layer
 from keras_hessian.quantizers.binary import Binarize
 
-__all__ = ["BinaryConv1D", "BinaryConv2D", "BinaryDense"]
+__all__ = [
+    "BinaryConv1D",
+    "BinaryConv2D",
+    "BinaryDense",
+    "BinaryDepthwiseConv2D",
+    "BinaryEinsumDense",
+    "BinaryEmbedding",
+]
+
 
 class _Binary:
     """The binary family's options, quantizers and config (shared by Dense and Conv)."""
@@ -136,3 +145,59 @@ class BinaryConv1D(_Binary, QuantizedConv):
 
     rank = 1
 
+
+
+@register_quantized_layer("binary", keras.layers.DepthwiseConv2D)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class BinaryDepthwiseConv2D(_Binary, QuantizedDepthwiseConv2D):
+    """Depthwise 2D convolution with binary {-1, +1} weights; see `BinaryDense` for the training rule.
+
+    The per-channel scale (`per_channel_scale=True`) is one `alpha = mean|W|` per output channel,
+    i.e. per (input channel, multiplier) filter, over its kernel window.
+
+    Example:
+        >>> y = BinaryDepthwiseConv2D(3, per_channel_scale=True)(keras.ops.ones((1, 8, 8, 4)))
+
+    Args:
+        kernel_size: int or pair.
+        depth_multiplier: filters per input channel.
+        binary_activations, per_channel_scale, stochastic, clip_value: as in `BinaryDense`.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+
+@register_quantized_layer("binary", keras.layers.EinsumDense)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class BinaryEinsumDense(_Binary, QuantizedEinsumDense):
+    """EinsumDense with binary {-1, +1} weights; see `BinaryDense` for the training rule.
+
+    The per-channel scale is one `alpha = mean|W|` per output feature (the kernel axes the
+    equation maps to the output), over the contracted axes.
+
+    Example:
+        >>> layer = BinaryEinsumDense("abc,cde->abde", (None, 2, 4), bias_axes="de", per_channel_scale=True)
+        >>> y = layer(keras.ops.ones((1, 5, 8)))
+
+    Args:
+        equation, output_shape, bias_axes: as in `keras.layers.EinsumDense`.
+        binary_activations, per_channel_scale, stochastic, clip_value: as in `BinaryDense`.
+        **kwargs: activation, initializers, regularizers, constraints, ...
+    """
+
+
+@register_quantized_layer("binary", keras.layers.Embedding)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class BinaryEmbedding(_Binary, QuantizedEmbedding):
+    """Embedding whose table is binary {-1, +1}, with one `alpha = mean|row|` per token if scaled.
+
+    Token ids are not quantized (`binary_activations=True` is refused).
+
+    Example:
+        >>> y = BinaryEmbedding(100, 16, per_channel_scale=True)(keras.ops.array([[1, 5, 7]]))
+
+    Args:
+        input_dim: vocabulary size.
+        output_dim: embedding size.
+        per_channel_scale, stochastic, clip_value: as in `BinaryDense` (the scale is per row).
+        **kwargs: embeddings_initializer, mask_zero, ...
+    """

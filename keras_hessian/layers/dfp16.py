@@ -1,4 +1,8 @@
-"""DFP-16 layers: DFP16Dense, DFP16Conv2D and DFP16Conv1D with exact int32 accumulation (one family)."""
+"""DFP-16 layers: Dense, Conv2D / Conv1D, DepthwiseConv2D and EinsumDense with exact int32 accumulation.
+
+No DFP-16 Embedding: a lookup has no products to accumulate, so DFP-16 would only store the table
+at 16 bits, which the `float16` scheme's `Float16Embedding` does with no shared exponent.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,19 @@ from keras import ops
 
 from keras_hessian._validation import check_choice, check_int
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
+from keras_hessian.layers._shapes import QuantizedDepthwiseConv2D, QuantizedEinsumDense
 from keras_hessian.layers.registry import register_quantized_layer
 from keras_hessian.quantizers.dfp16 import DFP16, power_of_two
 
-__all__ = ["INT32_MAX", "INT32_MIN", "DFP16Conv1D", "DFP16Conv2D", "DFP16Dense"]
+__all__ = [
+    "INT32_MAX",
+    "INT32_MIN",
+    "DFP16Conv1D",
+    "DFP16Conv2D",
+    "DFP16Dense",
+    "DFP16DepthwiseConv2D",
+    "DFP16EinsumDense",
+]
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
@@ -265,3 +278,60 @@ class DFP16Conv1D(_DFP16Conv):
     """
 
     rank = 1
+
+
+class _DFP16Masked(_DFP16):
+    """Partial sums of any kernel shape: chunk `c` is the layer's own operation on the kernel with
+    only the reduction entries of `c` kept (the rows of the quantizers' matrix view).
+
+    Exact as the Dense and Conv partial sums are (integer mantissas in float64), at the price of
+    one operation per chunk: `accumulation_chunk` consecutive reduction entries (kernel-window
+    positions of a depthwise filter; contracted entries of an einsum) per int32 accumulator.
+    """
+
+    def _partial_sums(self, x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+        matrix = self._to_matrix(w)
+        rows = int(matrix.shape[0])
+        chunk = rows if self.accumulation_chunk is None else self.accumulation_chunk
+        parts = []
+        for start in range(0, rows, chunk):
+            keep = np.zeros((rows, 1), np.float64)
+            keep[start : start + chunk] = 1.0
+            parts.append(self._linear(x, self._from_matrix(matrix * keep)))
+        return tf.stack(parts)
+
+
+@register_quantized_layer("dfp16", keras.layers.DepthwiseConv2D)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class DFP16DepthwiseConv2D(_DFP16Masked, QuantizedDepthwiseConv2D):
+    """Depthwise 2D convolution computing in dynamic fixed point (int16 x int16 -> int32); see `DFP16Dense`.
+
+    Each output channel sums `kh * kw` products; with the default `accumulation_chunk=16` a 3x3
+    filter is one int32 accumulator, a 5x5 filter two.
+
+    Example:
+        >>> y = DFP16DepthwiseConv2D(3, padding="same")(keras.ops.ones((1, 8, 8, 4)))
+
+    Args:
+        kernel_size: int or pair.
+        depth_multiplier: filters per input channel.
+        precision, rounding, gradient_rounding, accumulator_overflow, quantize_gradients,
+        accumulation_chunk: as in `DFP16Dense`.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+
+@register_quantized_layer("dfp16", keras.layers.EinsumDense)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class DFP16EinsumDense(_DFP16Masked, QuantizedEinsumDense):
+    """EinsumDense computing in dynamic fixed point (int16 x int16 -> int32); see `DFP16Dense`.
+
+    Example:
+        >>> y = DFP16EinsumDense("ab,bc->ac", 8, bias_axes="c")(keras.ops.ones((2, 16)))
+
+    Args:
+        equation, output_shape, bias_axes: as in `keras.layers.EinsumDense`.
+        precision, rounding, gradient_rounding, accumulator_overflow, quantize_gradients,
+        accumulation_chunk: as in `DFP16Dense`.
+        **kwargs: activation, initializers, regularizers, constraints, ...
+    """

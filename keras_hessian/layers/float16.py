@@ -1,4 +1,4 @@
-"""Float16 layers: Float16Dense, Float16Conv2D and Float16Conv1D (half-precision kernels, one family).
+"""Float16 layers: Dense, Conv2D / Conv1D, DepthwiseConv2D, EinsumDense, Embedding (half-precision kernels).
 
 The `float16` scheme of `quantize_model`: the kernel is rounded to IEEE half precision in the
 forward pass (straight-through gradient to the latent float32 kernel), inputs and activations stay
@@ -12,10 +12,18 @@ from __future__ import annotations
 import keras
 
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
+from keras_hessian.layers._shapes import QuantizedDepthwiseConv2D, QuantizedEinsumDense, QuantizedEmbedding
 from keras_hessian.layers.registry import register_quantized_layer
 from keras_hessian.quantizers.float16 import Float16
 
-__all__ = ["Float16Conv1D", "Float16Conv2D", "Float16Dense"]
+__all__ = [
+    "Float16Conv1D",
+    "Float16Conv2D",
+    "Float16Dense",
+    "Float16DepthwiseConv2D",
+    "Float16EinsumDense",
+    "Float16Embedding",
+]
 
 
 class _Float16:
@@ -78,3 +86,47 @@ class Float16Conv1D(_Float16, QuantizedConv):
     """
 
     rank = 1
+
+
+@register_quantized_layer("float16", keras.layers.DepthwiseConv2D)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class Float16DepthwiseConv2D(_Float16, QuantizedDepthwiseConv2D):
+    """Depthwise 2D convolution whose kernel is rounded to float16; see `Float16Dense`.
+
+    Example:
+        >>> y = Float16DepthwiseConv2D(3)(keras.ops.ones((1, 8, 8, 4)))
+
+    Args:
+        kernel_size: int or pair.
+        depth_multiplier: filters per input channel.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+
+@register_quantized_layer("float16", keras.layers.EinsumDense)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class Float16EinsumDense(_Float16, QuantizedEinsumDense):
+    """EinsumDense whose kernel is rounded to float16; see `Float16Dense`.
+
+    Example:
+        >>> y = Float16EinsumDense("ab,bc->ac", 8, bias_axes="c")(keras.ops.ones((2, 16)))
+
+    Args:
+        equation, output_shape, bias_axes: as in `keras.layers.EinsumDense`.
+        **kwargs: activation, initializers, regularizers, constraints, ...
+    """
+
+
+@register_quantized_layer("float16", keras.layers.Embedding)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class Float16Embedding(_Float16, QuantizedEmbedding):
+    """Embedding whose table is rounded to float16 (lookups in float32).
+
+    Example:
+        >>> y = Float16Embedding(100, 16)(keras.ops.array([[1, 5, 7]]))
+
+    Args:
+        input_dim: vocabulary size.
+        output_dim: embedding size.
+        **kwargs: embeddings_initializer, mask_zero, ...
+    """

@@ -1,4 +1,4 @@
-"""Integer layers: IntegerDense, IntegerConv2D and IntegerConv1D (int8 / int4 weights, one family).
+"""Integer layers: Dense, Conv2D / Conv1D, DepthwiseConv2D, EinsumDense, Embedding (int8 / int4, one family).
 
 Weights on the symmetric per-output-channel integer grid of `keras_hessian.quantizers.Integer`
 (the grid TFLite stores per-channel integer weights on), trained with the straight-through
@@ -16,10 +16,18 @@ from typing import Any
 import keras
 
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
+from keras_hessian.layers._shapes import QuantizedDepthwiseConv2D, QuantizedEinsumDense, QuantizedEmbedding
 from keras_hessian.layers.registry import register_quantized_layer
 from keras_hessian.quantizers.integer import Integer
 
-__all__ = ["IntegerConv1D", "IntegerConv2D", "IntegerDense"]
+__all__ = [
+    "IntegerConv1D",
+    "IntegerConv2D",
+    "IntegerDense",
+    "IntegerDepthwiseConv2D",
+    "IntegerEinsumDense",
+    "IntegerEmbedding",
+]
 
 
 class _Integer:
@@ -92,3 +100,53 @@ class IntegerConv1D(_Integer, QuantizedConv):
     """
 
     rank = 1
+
+
+@register_quantized_layer("integer", keras.layers.DepthwiseConv2D)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class IntegerDepthwiseConv2D(_Integer, QuantizedDepthwiseConv2D):
+    """Depthwise 2D convolution with `bits`-bit integer weights, one step per output channel.
+
+    The step of output channel `(c, m)` is `max|W[:, :, c, m]| / (2^(bits-1) - 1)`, TFLite's
+    per-channel depthwise grid.
+
+    Example:
+        >>> y = IntegerDepthwiseConv2D(3, bits=8)(keras.ops.ones((1, 8, 8, 4)))
+
+    Args:
+        kernel_size: int or pair.
+        depth_multiplier: filters per input channel.
+        bits: weight width, 2 to 8.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+
+@register_quantized_layer("integer", keras.layers.EinsumDense)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class IntegerEinsumDense(_Integer, QuantizedEinsumDense):
+    """EinsumDense with `bits`-bit integer weights, one step per output feature.
+
+    Example:
+        >>> y = IntegerEinsumDense("ab,bc->ac", 8, bias_axes="c", bits=4)(keras.ops.ones((2, 16)))
+
+    Args:
+        equation, output_shape, bias_axes: as in `keras.layers.EinsumDense`.
+        bits: weight width, 2 to 8.
+        **kwargs: activation, initializers, regularizers, constraints, ...
+    """
+
+
+@register_quantized_layer("integer", keras.layers.Embedding)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class IntegerEmbedding(_Integer, QuantizedEmbedding):
+    """Embedding with a `bits`-bit integer table, one step `max|row| / (2^(bits-1) - 1)` per token.
+
+    Example:
+        >>> y = IntegerEmbedding(100, 16, bits=4)(keras.ops.array([[1, 5, 7]]))
+
+    Args:
+        input_dim: vocabulary size.
+        output_dim: embedding size.
+        bits: table width, 2 to 8.
+        **kwargs: embeddings_initializer, mask_zero, ...
+    """

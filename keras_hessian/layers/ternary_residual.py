@@ -1,4 +1,4 @@
-"""Ternary-residual layers: TernaryResidualDense, TernaryResidualConv2D and Conv1D (one family, one `build`/`get_config`)."""
+"""Ternary-residual layers: Dense, Conv2D / Conv1D, DepthwiseConv2D, EinsumDense and Embedding (one family)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,20 @@ from keras import ops
 
 from keras_hessian._validation import check_int
 from keras_hessian.layers._base import QuantizedConv, QuantizedDense
+from keras_hessian.layers._shapes import QuantizedDepthwiseConv2D, QuantizedEinsumDense, QuantizedEmbedding
 from keras_hessian.layers.registry import register_quantized_layer
 from keras_hessian.quantizers.base import KernelCost
 from keras_hessian.quantizers.base import get as get_quantizer
 from keras_hessian.quantizers.ternary_residual import TernaryResidual
 
-__all__ = ["TernaryResidualConv1D", "TernaryResidualConv2D", "TernaryResidualDense"]
+__all__ = [
+    "TernaryResidualConv1D",
+    "TernaryResidualConv2D",
+    "TernaryResidualDense",
+    "TernaryResidualDepthwiseConv2D",
+    "TernaryResidualEinsumDense",
+    "TernaryResidualEmbedding",
+]
 
 
 class _TernaryResidual:
@@ -77,18 +85,19 @@ class _TernaryResidual:
 
     def _quantize_kernel(self, kernel: tf.Tensor, training: Any) -> tf.Tensor:
         active = None if self._active_variable is None else ops.convert_to_tensor(self._active_variable)
-        return self.kernel_quantizer(kernel, training=training, active_residuals=active)
+        matrix = self.kernel_quantizer(self._to_matrix(kernel), training=training, active_residuals=active)
+        return self._from_matrix(matrix)
 
     def ternary_terms(self) -> list[tf.Tensor]:
         """All `residuals + 1` float32 ternary terms of the current kernel, base term first."""
-        return self.kernel_quantizer.decompose(self._latent_kernel())
+        return [self._from_matrix(t) for t in self.kernel_quantizer.decompose(self._to_matrix(self._latent_kernel()))]
 
     @property
     def precision_label(self) -> str:
         return f"ternary x{self.active_residuals + 1} N={self.block_size}"
 
     def kernel_cost(self, outputs: int | None) -> KernelCost:
-        return self.kernel_quantizer.kernel_cost(self.kernel.shape, outputs, self.active_residuals)
+        return self._lookup_cost(self.kernel_quantizer.kernel_cost(self._matrix_shape(), outputs, self.active_residuals))
 
     def get_config(self) -> dict:
         return {
@@ -183,3 +192,57 @@ class TernaryResidualConv1D(_TernaryResidual, QuantizedConv):
     """
 
     rank = 1
+
+
+@register_quantized_layer("ternary_residual", keras.layers.DepthwiseConv2D)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class TernaryResidualDepthwiseConv2D(_TernaryResidual, QuantizedDepthwiseConv2D):
+    """Depthwise 2D convolution whose kernel is a sum of block-wise ternary terms; see `TernaryResidualDense`.
+
+    Blocks run along each output channel's kernel window (`kh * kw` weights, e.g. 9 for 3x3: with the
+    default `block_size=64` one block, hence one scale, per output channel and term).
+
+    Example:
+        >>> layer = TernaryResidualDepthwiseConv2D(3, residuals=1, padding="same")
+        >>> y = layer(keras.ops.ones((1, 8, 8, 4)))
+
+    Args:
+        kernel_size: int or pair.
+        depth_multiplier: filters per input channel.
+        block_size, residuals, method, active_residuals, input_quantizer: as in `TernaryResidualDense`.
+        **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
+    """
+
+
+@register_quantized_layer("ternary_residual", keras.layers.EinsumDense)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class TernaryResidualEinsumDense(_TernaryResidual, QuantizedEinsumDense):
+    """EinsumDense whose kernel is a sum of block-wise ternary terms; see `TernaryResidualDense`.
+
+    Blocks run along the contracted axes of each output feature.
+
+    Example:
+        >>> layer = TernaryResidualEinsumDense("abc,cd->abd", (None, 8), bias_axes="d", block_size=16)
+        >>> y = layer(keras.ops.ones((1, 5, 32)))
+
+    Args:
+        equation, output_shape, bias_axes: as in `keras.layers.EinsumDense`.
+        block_size, residuals, method, active_residuals, input_quantizer: as in `TernaryResidualDense`.
+        **kwargs: activation, initializers, regularizers, constraints, ...
+    """
+
+
+@register_quantized_layer("ternary_residual", keras.layers.Embedding)
+@keras.saving.register_keras_serializable(package="keras_hessian")
+class TernaryResidualEmbedding(_TernaryResidual, QuantizedEmbedding):
+    """Embedding whose table is a sum of block-wise ternary terms, blocks along each row (token).
+
+    Example:
+        >>> y = TernaryResidualEmbedding(100, 16, block_size=16)(keras.ops.array([[1, 5, 7]]))
+
+    Args:
+        input_dim: vocabulary size.
+        output_dim: embedding size.
+        block_size, residuals, method, active_residuals: as in `TernaryResidualDense`.
+        **kwargs: embeddings_initializer, mask_zero, ...
+    """

@@ -151,36 +151,13 @@ def _check_float_weights(layer: keras.layers.Layer) -> None:
         )
 
 
-def _relative_path(variable: Any, layer: keras.layers.Layer) -> str:
-    """A variable's path below its layer (`"kernel"`, `"query/kernel"`): the same in the float and quantized layer."""
-    parts = variable.path.split("/")
-    return "/".join(parts[parts.index(layer.name) + 1:]) if layer.name in parts[:-1] else parts[-1]
-
-
 def _copy_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> None:
-    if not (registry.is_quantized_layer(target) and not registry.is_quantized_layer(source)):
-        target.set_weights(source.get_weights())
+    if registry.is_quantized_layer(target) and not registry.is_quantized_layer(source):
+        # The quantized layer has extra state (e.g. `active_residuals`): it copies the float layer's
+        # kernel and bias only (an Embedding's table, each attention projection's; it knows where they are).
+        target.load_float_weights(source)
         return
-    # A quantized layer holds the float layer's weights under the same paths (`kernel`, `bias`,
-    # `query/kernel` in an attention layer) plus its own state (e.g. `active_residuals`), which
-    # keeps its initial value. Weights the paths do not pair are paired by shape, in order.
-    targets = {_relative_path(w, target): w for w in target.weights}
-    unmatched = []
-    for weight in source.weights:
-        match = targets.pop(_relative_path(weight, source), None)
-        if match is not None and tuple(match.shape) == tuple(weight.shape):
-            match.assign(weight)
-        else:
-            unmatched.append(weight)
-    for weight in unmatched:
-        match = next((w for w in targets.values() if tuple(w.shape) == tuple(weight.shape)), None)
-        if match is None:
-            raise ValueError(
-                f"Layer {source.name!r}: no weight of {type(target).__name__} takes its weight "
-                f"{_relative_path(weight, source)!r} of shape {tuple(weight.shape)}."
-            )
-        targets.pop(_relative_path(match, target))
-        match.assign(weight)
+    target.set_weights(source.get_weights())
 
 
 def _check_graph_model(model: keras.Model) -> None:

@@ -305,7 +305,11 @@ def test_training_steps_lower_the_loss(cls, arguments, shape):
 
 
 def test_registry_lists_all_layers():
-    # Five families (binary, ternary-residual, DFP-16, integer, float16) x (Dense, Conv2D, Conv1D).
-    assert set(QUANTIZED_LAYERS) == {case[0] for case in CASES} and len(QUANTIZED_LAYERS) == 15
+    # Five families (binary, ternary-residual, DFP-16, integer, float16) x (Dense, Conv2D, Conv1D), and
+    # the depthwise / einsum / embedding / attention / separable shapes of tests/layers/test_new_shapes.py (22).
+    from .test_new_shapes import NEW_LAYERS
+
+    assert set(QUANTIZED_LAYERS) == {case[0] for case in CASES} | set(NEW_LAYERS)
+    assert len(QUANTIZED_LAYERS) == 15 + len(NEW_LAYERS) == 37
     for cls in QUANTIZED_LAYERS:
         assert keras.saving.get_registered_name(cls) == f"keras_hessian>{cls.__name__}"

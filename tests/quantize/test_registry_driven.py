@@ -9,7 +9,16 @@ from keras_hessian.quantize import QUANTIZABLE_LAYERS, SCHEMES, quantization_sum
 
 def test_schemes_and_quantizable_layers_come_from_the_registry():
     assert set(SCHEMES) == set(registry.schemes()) | {"bfloat16", "float32"}
-    assert set(QUANTIZABLE_LAYERS) == {keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D}
+    assert set(QUANTIZABLE_LAYERS) == {
+        keras.layers.Dense,
+        keras.layers.Conv1D,
+        keras.layers.Conv2D,
+        keras.layers.DepthwiseConv2D,
+        keras.layers.EinsumDense,
+        keras.layers.Embedding,
+        keras.layers.MultiHeadAttention,
+        keras.layers.SeparableConv2D,
+    }
 
 
 def test_a_new_quantized_layer_is_one_decorator(monkeypatch):
