@@ -201,6 +201,7 @@ def run_one(setting: str, row: dict, seed: int, data, config: dict) -> dict:
     history = [h for c in controllers for h in c.history]
     triggers = [h["trigger"] for h in history if h["trigger"]]
     hvps = [int(h["hvp_count"]) for h in history if h["hvp_count"] is not None]
+    check_seconds = [float(h["hessian_seconds"]) for h in history if h["hvp_count"] is not None]
     for h in history:  # the epochs where the eigenvalue was measured (logs repeat the last one)
         log[h["epoch"]]["measured_eigenvalue"] = h["eigenvalue"]
     return {
@@ -214,6 +215,8 @@ def run_one(setting: str, row: dict, seed: int, data, config: dict) -> dict:
         "eigenvalue_increases": triggers.count("eigenvalue"),
         "patience_increases": triggers.count("patience"),
         "hvps": hvps,
+        "hessian_check_seconds": check_seconds,  # per check; the first one includes the trace
+        "hessian_build_seconds": hessian - sum(check_seconds),  # the operator, built in on_train_begin
     }
 
 
@@ -249,13 +252,19 @@ def summarise(row: dict, runs: list[dict]) -> dict:
         "seeds": [r["seed"] for r in runs],
         "test_accuracy": [r["accuracy"] for r in runs],
         "iterations_per_seed": [r["iterations"] for r in runs],
-        "eigenvalue_increases": [r["eigenvalue_increases"] for r in runs] if hessian else None,
-        "patience_increases": [r["patience_increases"] for r in runs] if hessian else None,
+        # Per seed; 0 for the rows without a Hessian controller (as in the original table's json).
+        "eigenvalue_increases": [r["eigenvalue_increases"] for r in runs],
+        "patience_increases": [r["patience_increases"] for r in runs],
         "hvps_per_check": {
             "mean": _mean([h for r in runs for h in r["hvps"]]),
             "first": _mean([r["hvps"][0] for r in runs if r["hvps"]]),
             "later": _mean([h for r in runs for h in r["hvps"][1:]]),
             "checks": _mean([len(r["hvps"]) for r in runs]),
+        } if hessian else None,
+        "hessian_seconds_per_check": {
+            "build": _mean([r.get("hessian_build_seconds") for r in runs]),
+            "first": _mean([r["hessian_check_seconds"][0] for r in runs if r.get("hessian_check_seconds")]),
+            "later": _mean([t for r in runs for t in r.get("hessian_check_seconds", [])[1:]]),
         } if hessian else None,
         "wall_split": {k: _mean([r["wall_split"][k] for r in runs]) for k in split_keys},
         "wall_split_per_seed": [r["wall_split"] for r in runs],

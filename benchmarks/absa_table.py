@@ -98,6 +98,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--cache", default=None, help="resumable json-lines cache of finished runs "
                         "(default /tmp/absa_table_cache.jsonl; none with --quick)")
     parser.add_argument("--report-only", action="store_true", help="write the results from the cache, train nothing")
+    parser.add_argument("--note", default="", help="a sentence for the markdown (e.g. the machine and its load)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting, e.g. --set lr=0.05 --set patience=2")
     args = parser.parse_args(argv)
@@ -118,6 +119,10 @@ def main(argv=None) -> dict:
                 raise SystemExit(f"--rows: unknown rows {unknown}; known: {[r['key'] for r in rows]}")
             rows = [r for r in rows if r["key"] in wanted]
         rows_of[name] = rows
+        if args.report_only:  # nothing to train: the generator's split without generating
+            config["train"] = int(config["samples"] * 0.8)
+            config["test"] = config["samples"] - config["train"]
+            continue
         # The generator's own 80 / 20 split; seed 42 as the published MNIST-1D set.
         train, test = data[name] = load_mnist1d(num_samples=config["samples"], seed=42)
         config["train"], config["test"] = len(train[0]), len(test[0])
@@ -153,8 +158,16 @@ def main(argv=None) -> dict:
         if rows:
             sections.append(setting_markdown(name, rows, config, done))
     first = names[0]
+    run_wall = sum(r["wall_seconds"] for name in names for v in runs[name].values() for r in v)
+    command = " ".join(part for part in [
+        "python benchmarks/absa_table.py", "--quick" * args.quick, f"--setting {args.setting}",
+        f"--seeds {args.seeds}" * (args.seeds != 3), *(f"--set {item}" for item in args.set),
+        f"--rows {args.rows}" * bool(args.rows),
+    ] if part) + (" (tables rebuilt from its run cache with `--report-only`)" if args.report_only else "")
     table = "\n".join([
         "# ABSA reproduction on MNIST-1D with the timer-only frontier (keras-hessian)",
+        "",
+        f"Command: `{command.strip()}`; the runs' fits took {run_wall / 60:.1f} min of wall time in all. {args.note}",
         "",
         ("How the wall time is split (`benchmarks/_absa_rows.py`): two timing callbacks, one first and one last "
         "in the fit's callback list, time each training step (without the callbacks' batch hooks) and each "
@@ -162,8 +175,10 @@ def main(argv=None) -> dict:
         "change = the controller's epoch start plus the first step's excess over the epoch's median step in "
         "epochs whose batch changed (less the first-step excess of unchanged epochs); accumulation = the steps' "
         "time beyond `batch / physical` physical steps in accumulating epochs (per-example time of the largest "
-        "unaccumulated epoch; `-` when the run had none); compute = step time less those two; other = the rest "
-        "(callbacks, iterator start, logging). HVPs per check: first check (random start) -> later checks "
+        "unaccumulated epoch; `-` when the run had none); compute = step time less those two (it includes the "
+        "first step's trace of the train function); other = the rest (Keras' and the callbacks' per-batch work "
+        "between steps, epoch ends, iterator starts). The batch-size-change and accumulation figures rest on "
+        "single steps, so they are noisy on a loaded machine. HVPs per check: first check (random start) -> later checks "
         "(started from the last eigenvector). The frontier joins the timer rows in log(iterations); a point is "
         "above / below it when it beats / trails the line by more than the spread over seeds "
         "(sqrt of the two std squared)."),
