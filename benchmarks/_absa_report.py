@@ -13,9 +13,10 @@ def frontier_verdict(row: dict, timers: list[dict]) -> tuple[str, float | None]:
     The frontier joins the timer rows' (mean iterations, mean accuracy) sorted by iterations,
     linearly in log(iterations). A point lies above (below) when its accuracy exceeds (trails)
     the line by more than the spread `sqrt(std_row^2 + std_line^2)` (std over seeds, the line's
-    interpolated between its two neighbours). Beyond the frontier's ends it dominates (or is
-    dominated by) the end point when it has fewer iterations and higher accuracy (more and lower);
-    otherwise it is `outside` the frontier's range. Returns the verdict and the gap in points.
+    interpolated between its two neighbours). Beyond the frontier's ends it lies above (below)
+    when it has fewer iterations and an accuracy higher than the end point's (more and lower) by
+    more than the spread; otherwise (more iterations and higher accuracy, or fewer and lower) it
+    is `outside` the frontier's range. Returns the verdict and the gap in points.
     """
     if not timers:
         return "no frontier", None
@@ -26,11 +27,11 @@ def frontier_verdict(row: dict, timers: list[dict]) -> tuple[str, float | None]:
     x, a, s = np.log(row["iterations"]), row["test_accuracy_mean"], row["test_accuracy_std"]
     if x < its[0] or x > its[-1]:
         end = 0 if x < its[0] else -1
-        gap = 100 * (a - acc[end])
-        if end == 0 and gap > 0:
-            return "above", gap
-        if end == -1 and gap < 0:
-            return "below", gap
+        gap, spread = 100 * (a - acc[end]), 100 * float(np.hypot(s, std[end]))
+        if (end == 0 and gap > 0) or (end == -1 and gap < 0):  # fewer and better / more and worse
+            if abs(gap) <= spread:
+                return "within spread", gap
+            return ("above" if gap > 0 else "below"), gap
         return "outside", gap
     line = float(np.interp(x, its, acc))
     spread = float(np.hypot(s, np.interp(x, its, std)))
@@ -100,7 +101,7 @@ def setting_markdown(name: str, rows: list[dict], config: dict, done: dict) -> s
         w = r["wall_split"]
         lines.append(f"| {r['label']} | {r['wall_seconds']:.1f} | " + " | ".join(
             _split_cell(w[k]) for k in ("compute", "hessian", "batch_size_change", "accumulation", "other")) + " |")
-    lines += ["", verdict_sentence(name, rows), "", headline_sentence(rows)]
+    lines += ["", verdict_sentence(name, rows), "", *_observations(rows), headline_sentence(rows, config)]
     return "\n".join(lines) + "\n"
 
 
@@ -114,6 +115,21 @@ def _verdicts(rows: list[dict], timers: list[dict]) -> str:
             f"{count['outside']} outside the frontier's iteration range")
 
 
+def _observations(rows: list[dict]) -> list[str]:
+    """Diverged timer seeds, and Hessian rows that trained exactly as a timer row (same seeds' results)."""
+    notes = []
+    for t in (r for r in rows if r["schedule"] == "timer"):
+        diverged = sum(a < 0.5 for a in t["test_accuracy"])
+        if diverged:
+            notes.append(f"{t['label']} diverged (test accuracy < 50%) in {diverged} of {len(t['seeds'])} seeds; "
+                         "its mean sits far below the others.")
+        for r in (r for r in rows if r["schedule"] == "hessian"):
+            if r["test_accuracy"] == t["test_accuracy"] and r["iterations_per_seed"] == t["iterations_per_seed"]:
+                notes.append(f"{r['label']} (patience {r['patience']}, a check every {r['check_every']} epochs) "
+                             f"trained exactly as {t['label']} in every seed (same iterations, same accuracies).")
+    return [f"Notes: {' '.join(notes)}", ""] if notes else []
+
+
 def verdict_sentence(name: str, rows: list[dict]) -> str:
     """One plain sentence: do the Hessian-driven points lie above the timer frontier (ABS and ABSA apart)."""
     timers = [r for r in rows if r["schedule"] == "timer"]
@@ -122,8 +138,10 @@ def verdict_sentence(name: str, rows: list[dict]) -> str:
     if not timers or not (abs_rows or absa_rows):
         return f"**Verdict ({name}):** not enough rows for a frontier."
     abs_above = [r for r in abs_rows if frontier_verdict(r, timers)[0] == "above"]
+    abs_below = [r for r in abs_rows if frontier_verdict(r, timers)[0] == "below"]
     if not abs_above:
-        head = "the ABS points (the like-for-like test: the same steps, only the Hessian decides) do NOT lie above the timer frontier"
+        head = ("the ABS points (the like-for-like test: the same steps, only the Hessian decides) do NOT lie "
+                "above the timer frontier" + ("; they lie on it, within the spread over seeds" * (not abs_below)))
     elif len(abs_above) == len(abs_rows):
         head = "every ABS point lies above the timer frontier"
     else:
@@ -133,7 +151,7 @@ def verdict_sentence(name: str, rows: list[dict]) -> str:
             "ABSA point above the line does not by itself credit the Hessian schedule.")
 
 
-def headline_sentence(rows: list[dict]) -> str:
+def headline_sentence(rows: list[dict], config: dict) -> str:
     r = next((r for r in rows if r["row"] == HEADLINE), None)
     if r is None:
         return ""
@@ -153,7 +171,12 @@ def headline_sentence(rows: list[dict]) -> str:
         text += (f" Where the time goes: operator build {number(seconds['build'], 2)} s, first check "
                  f"{number(seconds['first'], 2)} s (it traces the HVP function), later checks "
                  f"{number(seconds['later'], 2)} s each; at the steady cost alone the share would be "
-                 f"{100 * steady * hvps['checks'] / r['wall_seconds']:.1f}%.")
+                 f"{100 * steady * hvps['checks'] / r['wall_seconds']:.1f}%. A later check costs "
+                 f"{100 * steady * config['epochs'] / r['wall_split']['compute']:.0f}% of an epoch's compute "
+                 f"here ({config['train']} examples an epoch against {config['hessian_examples']} for the "
+                 f"Hessian): at that steady cost, 2% needs epochs about "
+                 f"{steady * hvps['checks'] / r['wall_seconds'] / 0.02:.0f} times larger than these, or a check "
+                 "that many times rarer.")
     return text
 
 

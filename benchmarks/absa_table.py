@@ -163,11 +163,12 @@ def main(argv=None) -> dict:
         "python benchmarks/absa_table.py", "--quick" * args.quick, f"--setting {args.setting}",
         f"--seeds {args.seeds}" * (args.seeds != 3), *(f"--set {item}" for item in args.set),
         f"--rows {args.rows}" * bool(args.rows),
-    ] if part) + (" (tables rebuilt from its run cache with `--report-only`)" if args.report_only else "")
+    ] if part)
+    rebuilt = " (the tables rebuilt from its run cache with `--report-only`)" if args.report_only else ""
     table = "\n".join([
         "# ABSA reproduction on MNIST-1D with the timer-only frontier (keras-hessian)",
         "",
-        f"Command: `{command.strip()}`; the runs' fits took {run_wall / 60:.1f} min of wall time in all. {args.note}",
+        f"Command: `nice -n 10 {command}`{rebuilt}; the runs' fits took {run_wall / 60:.1f} min of wall time in all. {args.note}",
         "",
         ("How the wall time is split (`benchmarks/_absa_rows.py`): two timing callbacks, one first and one last "
         "in the fit's callback list, time each training step (without the callbacks' batch hooks) and each "
