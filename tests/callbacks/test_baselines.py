@@ -141,6 +141,64 @@ def test_benchmark_quick_mode(tmp_path):
     for row in rows:
         assert keys <= set(row) and 0.0 <= row["test_accuracy_mean"] <= 1.0
     assert (tmp_path / "absa_table.md").exists() and (tmp_path / "absa_table.png").exists()
+    _check_frontier_rows(json.loads((tmp_path / "absa_table.json").read_text()))
+    assert (tmp_path / "absa_frontier.png").exists()
+
+
+def _check_frontier_rows(payload):
+    """The 19 rows of the quick run against closed forms: schedules, step counts, increase counts."""
+    config = payload["settings"]["easy"]["config"]
+    rows = {r["row"]: r for r in payload["settings"]["easy"]["rows"]}
+    timers = [f"timer{k}" for k in (1, 2, 3, 4, 6)]
+    rules = [f"{m}_p{p}_d{d}" for m in ("abs", "absa") for p, d in ((0, 2), (0, 1.5), (4, 2), (8, 2))]
+    assert list(rows) == ["baseline", "large", "fb", "gg", "abs", "absa", *timers, *rules]
+    n, base, cap, epochs = config["train"], config["base_batch"], config["large_batch"], config["epochs"]
+    for k, key in zip((1, 2, 3, 4, 6), timers):
+        r = rows[key]
+        sizes = [min(base * 2 ** (e // k), cap) for e in range(epochs)]  # TimerBatchSize's closed form
+        assert (r["schedule"], r["batch_size_end"]) == ("timer", sizes[-1])
+        assert r["iterations"] == sum(math.ceil(n / b) for b in sizes)  # the adaptive dataset keeps the remainder
+        assert r["hessian_seconds"] == 0.0 and r["eigenvalue_increases"] == r["patience_increases"] == [0]
+    for key in ["abs", "absa", *rules]:
+        r = rows[key]
+        assert r["schedule"] == "hessian" and r["wall_split"]["hessian"] == pytest.approx(r["hessian_seconds"])
+        doublings = round(math.log2(r["batch_size_end"] / r["batch_size_start"]))
+        assert [e + p for e, p in zip(r["eigenvalue_increases"], r["patience_increases"])] == [doublings]
+        if r["patience"] is None:
+            assert r["patience_increases"] == [0]
+        hvps = r["hvps_per_check"]
+        assert hvps["checks"] >= 1 and 1 <= hvps["first"] <= config["hessian_iterations"]
+    assert rows["abs_p0_d1.5"]["drop_ratio"] == 1.5 and rows["absa_p8_d2"]["patience"] == 8
+    for r in rows.values():
+        assert r["wall_split"]["compute"] > 0 and r["wall_split"]["batch_size_change"] >= 0
+
+
+def test_frontier_verdict_against_a_hand_made_frontier():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+    from benchmarks._absa_report import frontier_verdict
+
+    def point(iterations, accuracy, std=0.0):
+        return {"iterations": iterations, "test_accuracy_mean": accuracy, "test_accuracy_std": std}
+
+    timers = [point(1000, 0.95), point(100, 0.90)]  # the line at sqrt(100 * 1000) iterations: 0.925
+    middle = math.sqrt(1000 * 100)
+    assert frontier_verdict(point(middle, 0.94, 0.005), timers) == ("above", pytest.approx(1.5))
+    assert frontier_verdict(point(middle, 0.92, 0.01), timers)[0] == "within spread"
+    assert frontier_verdict(point(middle, 0.90, 0.01), timers) == ("below", pytest.approx(-2.5))
+    assert frontier_verdict(point(50, 0.91), timers)[0] == "above"  # fewer iterations, better than k's end
+    assert frontier_verdict(point(50, 0.85), timers)[0] == "outside"
+    assert frontier_verdict(point(2000, 0.90), timers)[0] == "below"  # more iterations, worse
+
+
+def test_hard_setting_model_is_the_short_resnet():
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+    from benchmarks._absa_rows import build_model
+
+    model = build_model("hard", 0)
+    # stem 5*32+32, stride conv 3*32*32+32, block(32) 2*(3*32*32+32), stride conv 3*32*64+64,
+    # block(64) 2*(3*64*64+64), logits 640*10+10
+    assert model.count_params() == 192 + 3104 + 2 * 3104 + 6208 + 2 * 12352 + 6410
+    assert sum(isinstance(layer, keras.layers.Add) for layer in model.layers) == 2
 
 
 def test_cli_train_prints_the_schedule(capsys, tmp_path):
