@@ -130,3 +130,15 @@ def set_epoch_steps(epoch_iterator: Any, callbacks: Any, steps: int) -> None:
             callback.target = int(steps)
             if callback.progbar is not None:
                 callback.progbar.target = int(steps)
+
+
+def swap_dtype_policy(layer: Any, policy: Any) -> Any:
+    """Set `layer`'s dtype policy object as is and return the one it had (`Layer._dtype_policy`).
+
+    The public setter `layer.dtype_policy = ...` cannot undo itself: on a layer holding a
+    `DTypePolicyMap` it writes into the shared map, and a quantized policy re-quantizes the layer.
+    Swapping the attribute is exact both ways.
+    """
+    previous = layer._dtype_policy
+    layer._dtype_policy = policy
+    return previous

@@ -87,3 +87,14 @@ def test_type_hints_are_shipped_with_a_py_typed_marker():
     config.read(ROOT / "setup.cfg")
     assert (ROOT / "keras_hessian" / "py.typed").is_file()
     assert "py.typed" in config["options.package_data"]["keras_hessian"]
+
+
+def test_swap_dtype_policy_changes_the_compute_dtype_and_undoes_exactly():
+    layer = keras.layers.Dense(2, dtype="mixed_bfloat16")
+    layer.build((None, 3))
+    original = layer.dtype_policy
+    previous = _compat.swap_dtype_policy(layer, keras.DTypePolicy("float32"))
+    assert previous is original and layer.compute_dtype == "float32"
+    assert layer(np.ones((1, 3), np.float32)).dtype == tf.float32
+    _compat.swap_dtype_policy(layer, previous)
+    assert layer.dtype_policy is original and layer(np.ones((1, 3), np.float32)).dtype == tf.bfloat16
