@@ -451,24 +451,32 @@ def markdown(report: dict) -> str:
         "",
         (
             f"Loss on both sides: keras {report['loss']['engine']:.6f}, torch {report['loss']['torch']:.6f}. "
-            "Warm: median of rounds 2 onwards; errors: median (max) over all rounds, against ARPACK / a "
+            "Warm: median of rounds 2 onwards; errors: median (max) over all rounds, against ARPACK / "
             "the exact trace / a deflated SLQ (density: W1 distance / spectral range)."
         ),
         "",
         (
             "| task | engine warm s | PyHessian warm s | warm ratio | engine cold s | PyHessian cold s | cold ratio "
-            "| engine HVPs | PyHessian HVPs | engine error | PyHessian error |"
+            "| engine HVPs | PyHessian HVPs | ms/HVP engine, PyHessian | engine error | PyHessian error |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report.get("rows", []):
         e, p = row["engine"], row["pyhessian"]
         lines.append(
             f"| {LABELS[row['task']]} | {e['warm_s']:.2f} | {p['warm_s']:.2f} | {row['warm_ratio']:.2f}x "
             f"| {e['cold_s']:.2f} | {p['cold_s']:.2f} | {row['cold_ratio']:.2f}x | {e['products']:.0f} "
-            f"| {p['products']:.0f} | {e['error_median']:.1e} ({e['error_max']:.1e}) "
+            f"| {p['products']:.0f} | {e['ms_per_product']:.0f}, {p['ms_per_product']:.0f} "
+            f"| {e['error_median']:.1e} ({e['error_max']:.1e}) "
             f"| {p['error_median']:.1e} ({p['error_max']:.1e}){' (projected)' if p['projected'] else ''} |"
         )
+    runs = report.get("runs", {})
+    if runs:
+        per_round = [
+            f"{e['seconds'] / p['seconds']:.2f}x"
+            for e, p in zip(runs["engine"]["top1"][1:], runs["pyhessian"]["top1"][1:])
+        ]
+        lines += ["", f"Top eigenvalue, engine / PyHessian time in each warm round: {', '.join(per_round)}."]
     lines += [
         "",
         (
