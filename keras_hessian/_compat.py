@@ -267,3 +267,15 @@ def replace_attention_projection(layer: Any, attribute: str, projection: Any) ->
     """Put `projection` in place of the MultiHeadAttention projection `attribute`, inside its `build`."""
     untrack_sublayer(layer, getattr(layer, attribute))
     setattr(layer, attribute, projection)
+
+
+def swap_dtype_policy(layer: Any, policy: Any) -> Any:
+    """Set `layer`'s dtype policy object as is and return the one it had (`Layer._dtype_policy`).
+
+    The public setter `layer.dtype_policy = ...` cannot undo itself: on a layer holding a
+    `DTypePolicyMap` it writes into the shared map, and a quantized policy re-quantizes the layer.
+    Swapping the attribute is exact both ways.
+    """
+    previous = layer._dtype_policy
+    layer._dtype_policy = policy
+    return previous

@@ -101,3 +101,14 @@ def test_is_functional_and_graph_nodes_read_the_graph_keras_runs():
     assert names.count("dense") == 1 and "bn" in names and len(nodes) == 3
     bn = next(node for node in nodes if node[0].name == "bn")
     assert bn[1] == [hidden] and bn[3] == {"training": False}
+
+
+def test_swap_dtype_policy_changes_the_compute_dtype_and_undoes_exactly():
+    layer = keras.layers.Dense(2, dtype="mixed_bfloat16")
+    layer.build((None, 3))
+    original = layer.dtype_policy
+    previous = _compat.swap_dtype_policy(layer, keras.DTypePolicy("float32"))
+    assert previous is original and layer.compute_dtype == "float32"
+    assert layer(np.ones((1, 3), np.float32)).dtype == tf.float32
+    _compat.swap_dtype_policy(layer, previous)
+    assert layer.dtype_policy is original and layer(np.ones((1, 3), np.float32)).dtype == tf.bfloat16

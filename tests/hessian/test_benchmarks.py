@@ -36,3 +36,29 @@ def test_eigen_speed_quick(tmp_path, name):
         lanczos = entry["solvers"]["lanczos"]
         assert lanczos["converged"] and lanczos["relative_error_max"] < 1e-3
         assert entry["solvers"]["arpack"]["relative_error_max"] < 1e-3
+
+
+def test_vs_pyhessian_references_without_torch():
+    """The two references vs_pyhessian.py computes itself, against independent ones (torch is not needed)."""
+    import keras
+    import numpy as np
+    import scipy.stats
+
+    from tests.conftest import exact_hessian
+
+    module = load("vs_pyhessian")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(7), rng.standard_normal(5) + 1
+    wa, wb = rng.random(7), rng.random(5)
+    expected = scipy.stats.wasserstein_distance(a, b, wa, wb)
+    np.testing.assert_allclose(module.wasserstein(a, wa, b, wb), expected, rtol=1e-10)
+
+    # tr H = tr of the Gauss-Newton matrix for a ReLU / max-pool network: against the exact Hessian.
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([
+        keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(4),
+    ])
+    x = rng.standard_normal((40, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    np.testing.assert_allclose(module.exact_trace(model, (x, y), chunk=16), np.trace(exact_hessian(model, x, y)), rtol=1e-4)

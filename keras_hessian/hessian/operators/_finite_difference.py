@@ -43,9 +43,10 @@ bound, tested: 1e-3 in float32 and 1e-6 in float64 for twice-differentiable mode
 linear models (ReLU, max pooling) are the exception in float32: a step large enough to rise
 above float32 rounding moves some pre-activations across their kinks, where the gradient jumps,
 and autodiff's product (the Hessian of the active linear pieces) is not what the difference
-sees; in float64 the step is small enough to cross none. Under a mixed-precision policy the
-loss is computed in bfloat16/float16 and the error grows accordingly: prefer an autodiff method
-or float64 there.
+sees; in float64 the step is small enough to cross none. A Keras 3 model under a mixed policy
+is differentiated through its float32 view (`_precision.py`), so u is float32's there; a model
+still computing in bfloat16/float16 (a full 16-bit policy, tf_keras) gets the 16-bit u and an
+error that grows accordingly: prefer an autodiff method or float64 there.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class OutputCurvatureOperator(HessianOperator):
         unpack = unpacker(self._data.has_weights)
 
         def forward(x):
-            y_pred = self.model(x, training=self.training)
+            y_pred = self._call_model(x)
             return y_pred, [as_float32(t) for t in tf.nest.flatten(y_pred)]
 
         def finish(batch, tape, y_pred, outputs, jv, vector):

@@ -76,7 +76,7 @@ class GaussNewtonOperator(OutputCurvatureOperator):
             outer.watch(tf_vars)
             with tf.GradientTape() as inner:
                 inner.watch(tf_vars)
-                self.model(x, training=self.training)
+                self._call_model(x)
                 losses = self.model.losses
                 penalty = as_float32(tf.add_n([tf.cast(e, losses[0].dtype) for e in losses]))
             grads = inner.gradient(penalty, tf_vars, unconnected_gradients=ZERO)

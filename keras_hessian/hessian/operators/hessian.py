@@ -4,7 +4,8 @@ The operator is the only place that knows about models, losses and data; the alg
 (`algorithms/`) see only `hvp` / `hvp_many`, so any algorithm runs on any operator (the split of
 hessian-eigenthings' `operators/` and `algorithms/`). Its helpers, one concept each: `_data.py`
 (data intake), `_losses.py` (loss resolution), `_blocks.py`, `_products.py` (the compiled
-functions), `_finite_difference.py` (the product by two gradients), `_replicas.py` (tf.distribute).
+functions), `_finite_difference.py` (the product by two gradients), `_replicas.py` (tf.distribute),
+`_precision.py` (the float32 view of a mixed-precision model).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from keras_hessian.hessian.operators._blocks import resolve_blocks
 from keras_hessian.hessian.operators._data import check_label_shape, first_dim, prepare_data
 from keras_hessian.hessian.operators._finite_difference import finite_difference_hvp, unit_roundoff
 from keras_hessian.hessian.operators._losses import resolve_loss
+from keras_hessian.hessian.operators._precision import float32_view, mixed_layers
 from keras_hessian.hessian.operators._products import (
     DEFAULT_HVP_METHOD,
     FINITE_DIFFERENCE,
@@ -49,6 +51,12 @@ class HessianOperator:
     (`training=False`: BatchNormalization uses its moving statistics, no dropout), as PyHessian
     does with `model.eval()`. The operator reads the model's current weights at each product, so
     build it once and reuse it while the model trains.
+
+    Mixed precision: for a model under `mixed_bfloat16` / `mixed_float16` the operator
+    differentiates a float32 view of it (the float32 variables read without the cast to 16 bits,
+    every layer computing in float32; `_precision.py`), so its products are those of the model's
+    float32 twin at the same weights and carry no bfloat16 rounding. The model's policies are
+    unchanged outside the operator's own calls.
 
     Use it with the estimators: `top_eigenvalues`, `hutchinson_trace`, `spectral_density`.
 
@@ -121,6 +129,7 @@ class HessianOperator:
         cache = check_bool("cache", cache)
         self.strategy = _resolve_strategy(model, strategy, self.training)
         self.model = model
+        self._mixed_layers = mixed_layers(model)
         self.hvp_count = 0
         self._loss_fn, self._loss_includes_model_losses = resolve_loss(model, loss, self.training)
         self._blocks = resolve_blocks(model, blocks, variables)
@@ -132,15 +141,20 @@ class HessianOperator:
         self._validate_loss()
 
     # ------------------------------------------------------------------ loss
+    def _call_model(self, x):
+        """The model's outputs on `x`, computed in float32 for a mixed-precision model."""
+        with float32_view(self._mixed_layers):
+            return self.model(x, training=self.training)
+
     def _total_loss(self, x, y, w):
-        y_pred = self.model(x, training=self.training)
+        y_pred = self._call_model(x)
         loss = self._loss_fn(x, y, y_pred, w)
         if not self._loss_includes_model_losses:
             extra = self.model.losses
             if extra:
                 loss = loss + tf.add_n([tf.cast(e, loss.dtype) for e in extra])
         self._raw_loss_dtype = loss.dtype  # before the cast below: the precision it was computed in
-        if loss.dtype in (tf.float16, tf.bfloat16):  # mixed precision: differentiate in float32
+        if loss.dtype in (tf.float16, tf.bfloat16):  # a 16-bit model outside the view: differentiate in float32
             loss = tf.cast(loss, tf.float32)
         return loss, y_pred
 
@@ -149,7 +163,7 @@ class HessianOperator:
         state = self._save_state()
         try:
             try:
-                y_pred = self.model(x, training=self.training)
+                y_pred = self._call_model(x)
             except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
                 # Keras' own message prints the whole input array: name the shapes instead.
                 raise ValueError(
