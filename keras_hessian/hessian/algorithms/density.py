@@ -18,12 +18,12 @@ from keras_hessian.hessian.results import DensityResult
 @per_block
 def spectral_density(
     operator,
-    n_vectors: int = 16,
-    lanczos_steps: int = 60,
+    n_vectors: int = 4,
+    lanczos_steps: int = 25,
     seed: int | None = None,
     grid_points: int = 2000,
     sigma: float | None = None,
-    deflation: int = 10,
+    deflation: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> DensityResult:
     """Estimate the Hessian's eigenvalue density by stochastic Lanczos quadrature.
@@ -38,11 +38,19 @@ def spectral_density(
     step is one batched product. Start vectors are Rademacher (normalized), so the density's
     mean times the parameter count is a Hutchinson trace estimate.
 
-    With `deflation=s > 0` (default 10) the top-s eigenpairs are first found by Lanczos and
+    The defaults (4 vectors x 25 steps, no deflation) spend 100 products, PyHessian's default budget
+    (one vector x 100 steps), and are closer to the exact spectrum than it: measured against the
+    exact Hessian of two small digits models, the median Wasserstein-1 distance of the quadrature to
+    the eigenvalues is 0.72x PyHessian's configuration (`tests/hessian/algorithms/test_density.py`;
+    `benchmarks/vs_pyhessian.py` on an 85k-parameter CNN). Several short runs sample more directions
+    than one long one, and the bulk needs few steps to resolve.
+
+    With `deflation=s > 0` the top-s eigenpairs are first found by Lanczos and
     enter the quadrature exactly (weight 1/n each); SLQ then runs on the deflated operator
     (I - QQ^T) H (I - QQ^T), weighted (n - s)/n. The few outliers of a classifier's Hessian
     carry most of its trace and most of SLQ's variance, so this both resolves the outliers and
-    makes the density's mean (times n) an accurate trace.
+    makes the density's mean (times n) an accurate trace (within 5% at 16 x 60 with 10 deflated;
+    the defaults' mean is a 4-probe Hutchinson trace, for a trace use `hutchinson_trace`).
 
     Use it to see the whole spectrum (bulk and outliers), e.g. before and after training.
 
