@@ -111,7 +111,9 @@ def _gradient(model, x, y) -> np.ndarray:
     variables = [v.value for v in model.trainable_variables]
     with tf.GradientTape() as tape:
         loss = _loss(y, model(x, training=False))
-    return np.concatenate([np.asarray(tf.convert_to_tensor(g), np.float64).ravel() for g in tape.gradient(loss, variables)])
+    return np.concatenate(
+        [np.asarray(tf.convert_to_tensor(g), np.float64).ravel() for g in tape.gradient(loss, variables)]
+    )
 
 
 def _finite_difference_hvp(model, x, y, v_flat: np.ndarray, eps: float) -> np.ndarray:
@@ -178,49 +180,50 @@ def test_lanczos_top_eigenvalue_equals_arpack(real):
 
 # ---------------------------------------------------------------------------------------------- products
 def test_hvp_equals_finite_differences_of_gradients(bert, bert_op):
-    """H v (both autodiff routes) against central differences of a plain tape's gradient on the KerasHub
-    BERT (GELU: twice differentiable; embeddings, LayerNorm and attention in). Not on the ReLU models:
-    across the many ReLU kinks near zero at initialization, differences of gradients converge to the
-    distributional Hessian, not to autodiff's almost-everywhere one (measured on the transformer: 88%
-    apart below its last ReLU, 1e-3 above it); ARPACK and the exact blocks check those."""
+    """H v against central differences of a plain tape's gradient on the KerasHub BERT (GELU: twice
+    differentiable; embeddings, LayerNorm and attention in), by every route: reverse-over-reverse with the
+    embedding's IndexedSlices kept sparse, hvp_many (the sparse dot product), forward-over-reverse (dense).
+    Not on the ReLU models: across the many ReLU kinks near zero at initialization, differences of
+    gradients converge to the distributional Hessian, not to autodiff's almost-everywhere one (measured on
+    the transformer: 88% apart below its last ReLU, 1e-3 above it); ARPACK and the exact blocks check those."""
     model, (x, y) = bert
     before = _weights(model)
-    v, v_flat = _unit(bert_op, seed=1)
-    want = _finite_difference_hvp(model, x, y, v_flat, eps=1e-2)
-    forward = HessianOperator(model, (x, y), LOSS, method="forward_over_reverse")
-    for got in (flat(bert_op.hvp(v)), flat(forward.hvp(v))):
-        assert np.linalg.norm(got - want) <= 1e-2 * np.linalg.norm(want)
-    _assert_unchanged(model, before)
-
-
-def test_embedding_gradients_arrive_as_indexed_slices_and_every_route_agrees(bert, bert_op):
-    """The token embedding's gradient really is sparse; on its block the sparse route, the dense one,
-    hvp_many and central differences of the gradient give one product."""
-    model, (x, y) = bert
     embedding = model.backbone.token_embedding.embeddings
     with tf.GradientTape() as tape:
         loss = _loss(y, model(x, training=False))
-    assert isinstance(tape.gradient(loss, embedding.value), tf.IndexedSlices)
+    assert isinstance(tape.gradient(loss, embedding.value), tf.IndexedSlices)  # the sparse path is taken
 
-    v, v_flat = _unit(bert_op, seed=2, only=[embedding])
-    sparse = flat(bert_op.hvp(v))
-    many = flat(bert_op.hvp_many([v, v])[1])
+    v, v_flat = _unit(bert_op, seed=1)
+    want = _finite_difference_hvp(model, x, y, v_flat, eps=1e-2)
+    forward = HessianOperator(model, (x, y), LOSS, method="forward_over_reverse")
+    routes = {"sparse": bert_op.hvp(v), "hvp_many": bert_op.hvp_many([v, v])[1], "forward": forward.hvp(v)}
+    for route, got in routes.items():
+        assert np.linalg.norm(flat(got) - want) <= 1e-2 * np.linalg.norm(want), route
+    _assert_unchanged(model, before)
+
+
+def test_embedding_products_sparse_and_dense_routes_agree(transformer):
+    """`_sparse.SPARSE` off (the IndexedSlices scattered to dense before the second backward pass) gives
+    the same product as the sparse route on the transformer's token embedding."""
+    model, data = transformer
+    blocks = [[model.get_layer("token_embedding").embeddings]]
+    sparse_op = HessianOperator(model, data, LOSS, blocks=blocks)
+    v, _ = _unit(sparse_op, seed=2)
+    sparse = flat(sparse_op.hvp(v))
     saved = _sparse.SPARSE
     try:
         _sparse.SPARSE = False
-        dense = flat(HessianOperator(model, (x, y), LOSS).hvp(v))
+        dense = flat(HessianOperator(model, data, LOSS, blocks=blocks).hvp(v))
     finally:
         _sparse.SPARSE = saved
-    want = _finite_difference_hvp(model, x, y, v_flat, eps=1e-2)
+    assert np.abs(sparse).max() > 0
     np.testing.assert_allclose(dense, sparse, rtol=0, atol=1e-5 * np.abs(sparse).max())
-    np.testing.assert_allclose(many, sparse, rtol=0, atol=1e-5 * np.abs(sparse).max())
-    assert np.linalg.norm(sparse - want) <= 1e-2 * np.linalg.norm(want)
 
 
 def test_multiple_inputs_dict_dataset_streamed(bert, bert_op):
     """BERT's three int inputs as a dict: numpy dict and a streamed dict dataset (cache=False) give one operator."""
     model, (x, y) = bert
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     streamed = HessianOperator(model, dataset, LOSS, cache=False)
     v, _ = _unit(bert_op, seed=3)
     a, b = flat(bert_op.hvp(v)), flat(streamed.hvp(v))
@@ -230,8 +233,7 @@ def test_multiple_inputs_dict_dataset_streamed(bert, bert_op):
 
 def test_batch_norm_inference_mode_by_default_training_mode_leaves_statistics(mobilenet):
     """The default operator's loss is the inference-mode loss (moving statistics, as PyHessian's
-    model.eval()); training=True uses batch statistics, and its products leave the moving statistics
-    bit-identical."""
+    model.eval()); training=True uses batch statistics and leaves the moving statistics bit-identical."""
     model, (x, y) = mobilenet
     before = _weights(model)
     inference = float(_loss(y, model(x, training=False)))
@@ -241,8 +243,7 @@ def test_batch_norm_inference_mode_by_default_training_mode_leaves_statistics(mo
     trained = HessianOperator(model, (x, y), LOSS, training=True)
     assert trained.mean_loss() == pytest.approx(batch_stats, rel=1e-4)
     assert abs(batch_stats - inference) > 1e-3 * abs(inference)  # the two modes do differ here
-    trained.hvp(_unit(trained, seed=4)[0])
-    _assert_unchanged(model, before)
+    _assert_unchanged(model, before)  # (the products' restore in training mode: tests/hessian/operators)
 
 
 # ---------------------------------------------------------------------------------------------- blocks
@@ -280,13 +281,15 @@ def test_estimators_on_exact_blocks(transformer, transformer_op):
     assert set(per_block) == set(chosen)
     for name in chosen:
         eigenvalues = np.linalg.eigvalsh(exact[name])
-        np.testing.assert_allclose(per_block[name].eigenvalues[0], eigenvalues[np.argmax(np.abs(eigenvalues))], rtol=1e-3)
+        np.testing.assert_allclose(
+            per_block[name].eigenvalues[0], eigenvalues[np.argmax(np.abs(eigenvalues))], rtol=1e-3
+        )
 
     block, hessian = op.block("logits"), exact["logits"]
-    trace = hutchinson_trace(block, seed=0, tol=1e-2)
+    trace = hutchinson_trace(block, seed=0, tol=2e-2)
     assert abs(trace.trace - np.trace(hessian)) <= 4 * trace.standard_error + 1e-3 * abs(np.trace(hessian))
-    diagonal = flat(hessian_diagonal(block, num_probes=200, seed=0, tol=1e-2).diagonal)
-    assert np.linalg.norm(diagonal - np.diag(hessian)) <= 0.3 * np.linalg.norm(np.diag(hessian))
+    diagonal = flat(hessian_diagonal(block, num_probes=64, seed=0, tol=1e-2).diagonal)
+    assert np.linalg.norm(diagonal - np.diag(hessian)) <= 0.5 * np.linalg.norm(np.diag(hessian))
     density = spectral_density(block, n_vectors=4, lanczos_steps=30, seed=0, deflation=0)
     eigenvalues = np.linalg.eigvalsh(hessian)
     mean = float(np.sum(density.nodes * density.weights) / np.sum(density.weights))  # tr(H)/n by quadrature
@@ -295,18 +298,19 @@ def test_estimators_on_exact_blocks(transformer, transformer_op):
 
 
 # ---------------------------------------------------------------------------------------------- callback
-def test_hessian_spectrum_callback_trains_the_keras_hub_classifier(bert):
-    """HessianSpectrum in model.fit on the KerasHub classifier (dict inputs): one finite top eigenvalue
-    per epoch, the last equal to a fresh measurement (another seed) of the trained model."""
+def test_hessian_spectrum_callback_trains_the_keras_hub_classifier(bert, bert_op):
+    """HessianSpectrum in model.fit on the KerasHub classifier (dict inputs): a finite top eigenvalue in
+    the logs, equal to a fresh measurement (another seed) of the trained model."""
     model, (x, y) = bert
     saved = model.get_weights()
     try:
         model.compile(keras.optimizers.Adam(1e-3), LOSS)
         spectrum = HessianSpectrum((x, y), every_n_epochs=1, top_k=1, seed=0)
-        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[spectrum])
+        history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[spectrum])
         values = history.history["hessian/top_eigenvalue"]
-        assert len(values) == 2 and all(np.isfinite(values)), values
-        fresh = top_eigenvalues(HessianOperator(model, (x, y), LOSS), seed=1).eigenvalues[0]
+        assert len(values) == 1 and np.isfinite(values[0]), values
+        fresh = top_eigenvalues(bert_op, seed=1).eigenvalues[0]  # the operator reads the current weights
         np.testing.assert_allclose(values[-1], fresh, rtol=2e-3)
+        assert not np.allclose(model.get_weights()[0], saved[0])  # it did train
     finally:
         model.set_weights(saved)

@@ -22,8 +22,8 @@ from keras_hessian.hessian.operators._products import (
     hessian_bodies,
     unpacker,
 )
-from keras_hessian.hessian.operators.hessian import HessianOperator
 from keras_hessian.hessian.operators._sparse import dense, pullback_targets
+from keras_hessian.hessian.operators.hessian import HessianOperator
 
 
 def as_float32(t: tf.Tensor) -> tf.Tensor:
