@@ -3,6 +3,9 @@
 Per architecture (`keras_hessian.architectures`: MobileNetV2 alpha 0.35 on 32x32 digits, the functional
 transformer and the KerasHub BERT classifier on digit tokens), on one batch of `--batch` examples:
 
+Times are the fastest of 15 calls after a warm-up (the machine is shared: the minimum is the least
+disturbed estimate).
+
 - parameter count; train-step ms (`train_on_batch`, Adam) in float32 and under `mixed_bfloat16`;
 - gradient ms and HVP ms (reverse-over-reverse, the default) and their ratio;
 - peak memory of one HVP (and of one gradient): the TensorFlow CPU allocator's peak during the call
@@ -32,7 +35,6 @@ Writes benchmarks/results/real_models.{json,md} and prints the tables.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +53,8 @@ from benchmarks._common import parser, write_results
 from keras_hessian import architectures
 from keras_hessian.callbacks import HessianSpectrum
 from keras_hessian.data import load_digits_rgb, load_digits_tokens
-from keras_hessian.hessian import HessianOperator, top_eigenvalues
+from keras_hessian.hessian import HessianOperator, layer_table, top_eigenvalues
+from keras_hessian.hessian.algorithms.layer_table import LayerTable
 from keras_hessian.hessian.operators import _sparse
 
 ARCHITECTURES = ("mobilenet_v2", "transformer_classifier", "keras_hub_bert_classifier")
@@ -89,14 +92,22 @@ def size(x) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- measures
-def median_ms(function, repeats: int) -> float:
+def describe(error: Exception) -> str:
+    """`Type: message`, its head and tail when long (a StagingError's message holds a whole traceback)."""
+    text = f"{type(error).__name__}: {error}".replace("\n", " ")
+    return text if len(text) <= 400 else f"{text[:150]} ... {text[-250:]}"
+
+
+def best_ms(function, repeats: int) -> float:
+    """The fastest of `repeats` calls after a warm-up, in ms: the machine is shared, and the minimum is
+    the estimate of a call's own cost that other processes' load disturbs least."""
     function()  # warm-up: tracing and first allocations
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         function()
         times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * min(times)
 
 
 def peak_bytes(function) -> int:
@@ -121,50 +132,72 @@ def train_step_ms(name: str, batch, repeats: int, policy: str) -> float:
         model = build(name)
         model.compile(keras.optimizers.Adam(1e-3), LOSS)
         x, y = batch
-        return median_ms(lambda: model.train_on_batch(x, y), repeats)
+        return best_ms(lambda: model.train_on_batch(x, y), repeats)
     finally:
         keras.config.set_dtype_policy(previous)
 
 
 def streaming(model, x, y, batch: int) -> dict:
-    """Peak memory of one HVP over 2 and 8 batches streamed (cache=False), and over 8 batches cached."""
-    out = {}
-    for batches, cache in ((2, False), (8, False), (8, True)):
-        n = min(batches * batch, size(x))
-        dataset = tf.data.Dataset.from_tensor_slices((take(x, n), y[:n])).batch(batch)
-        op = HessianOperator(model, dataset, LOSS, cache=cache)
-        v = unit_vector(op)
-        op.hvp(v)  # trace
-        key = f"{'cached' if cache else 'streamed'}_{batches}_batches"
-        out[key] = {"examples": n, "hvp_peak_bytes": peak_bytes(lambda op=op, v=v: op.hvp(v))}
-    out["streamed_8_over_2"] = out["streamed_8_batches"]["hvp_peak_bytes"] / max(
-        out["streamed_2_batches"]["hvp_peak_bytes"], 1
+    """What an operator over 2 and over 8 batches holds (allocator bytes live after it is built, above
+    those before) and its HVP's peak, with `cache=False` (streamed) and `cache=True`.
+
+    Streaming is flat when both stay the same from 2 to 8 batches; a cached operator holds every batch.
+    """
+    out: dict = {}
+    for cache in (False, True):
+        kind = "cached" if cache else "streamed"
+        for batches in (2, 8):
+            n = min(batches * batch, size(x))
+            dataset = tf.data.Dataset.from_tensor_slices((take(x, n), y[:n])).batch(batch)
+            before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+            op = HessianOperator(model, dataset, LOSS, cache=cache)
+            held = int(tf.config.experimental.get_memory_info("CPU:0")["current"] - before)
+            v = unit_vector(op)
+            op.hvp(v)  # trace
+            out[f"{kind}_{batches}_batches"] = {
+                "examples": n,
+                "held_bytes": held,
+                "hvp_peak_bytes": peak_bytes(lambda op=op, v=v: op.hvp(v)),
+            }
+        for measure in ("held_bytes", "hvp_peak_bytes"):
+            two, eight = out[f"{kind}_2_batches"][measure], out[f"{kind}_8_batches"][measure]
+            out[f"{kind}_{measure}_8_over_2"] = eight / max(two, 1)
+    out["batch_bytes"] = int(
+        sum(np.asarray(t[:batch]).nbytes for t in tf.nest.flatten(x)) + np.asarray(y[:batch]).nbytes
     )
     return out
 
 
 def indexed_slices(model, batch_data, repeats: int) -> dict:
-    """HVP ms and peak memory with the embedding gradient kept sparse and scattered to dense."""
-    out = {}
+    """HVP ms and peak memory with the embedding gradient kept sparse and scattered to dense; the two
+    routes' calls alternate, so load from other processes falls on both alike."""
     saved = _sparse.SPARSE
+    ops = {}
     try:
-        for sparse in (True, False):
-            _sparse.SPARSE = sparse
-            op = HessianOperator(model, batch_data, LOSS)
-            v = unit_vector(op)
-            out["sparse" if sparse else "dense"] = {
-                "hvp_ms": median_ms(lambda op=op, v=v: op.hvp(v), repeats),
-                "hvp_peak_bytes": peak_bytes(lambda op=op, v=v: op.hvp(v)),
-            }
+        for route in ("sparse", "dense"):
+            _sparse.SPARSE = route == "sparse"
+            ops[route] = HessianOperator(model, batch_data, LOSS)
+            ops[route].hvp(unit_vector(ops[route]))  # traced with its route
     finally:
         _sparse.SPARSE = saved
+    v = unit_vector(ops["sparse"])
+    times: dict = {"sparse": [], "dense": []}
+    for _ in range(repeats):
+        for route, op in ops.items():
+            start = time.perf_counter()
+            op.hvp(v)
+            times[route].append(time.perf_counter() - start)
+    out: dict = {
+        route: {"hvp_ms": 1000 * min(times[route]), "hvp_peak_bytes": peak_bytes(lambda op=op: op.hvp(v))}
+        for route, op in ops.items()
+    }
     out["dense_over_sparse_ms"] = out["dense"]["hvp_ms"] / out["sparse"]["hvp_ms"]
     return out
 
 
 def engine(name: str, quick: bool, batch: int) -> dict:
     (x, y), _ = load(name)
-    repeats = 2 if quick else 10
+    repeats = 2 if quick else 15
     model = build(name)
     xb, yb = take(x, batch), y[:batch]
     row: dict = {"parameters": int(model.count_params()), "batch": batch}
@@ -174,8 +207,8 @@ def engine(name: str, quick: bool, batch: int) -> dict:
 
     op = HessianOperator(model, (xb, yb), LOSS)
     v = unit_vector(op)
-    row["gradient_ms"] = median_ms(op.loss_and_gradient, repeats)
-    row["hvp_ms"] = median_ms(lambda: op.hvp(v), repeats)
+    row["gradient_ms"] = best_ms(op.loss_and_gradient, repeats)
+    row["hvp_ms"] = best_ms(lambda: op.hvp(v), repeats)
     row["hvp_over_gradient"] = row["hvp_ms"] / row["gradient_ms"]
     row["gradient_peak_bytes"] = peak_bytes(op.loss_and_gradient)
     row["hvp_peak_bytes"] = peak_bytes(lambda: op.hvp(v))
@@ -189,6 +222,11 @@ def engine(name: str, quick: bool, batch: int) -> dict:
     row["top1_converged"] = bool(result.converged)
     row["layer_blocks"] = len(HessianOperator(model, (xb, yb), LOSS, blocks="layer").blocks)
 
+    if name == "keras_hub_bert_classifier" or quick:  # issue 13 item 5: the KerasHub model's per-block spectrum
+        start = time.perf_counter()
+        table = layer_table(HessianOperator(model, (xb, yb), LOSS, blocks="layer"), top_k=1, trace=not quick, seed=0)
+        row["per_block_seconds"] = time.perf_counter() - start
+        row["per_block"] = table.rows
     row["streaming"] = streaming(model, x, y, batch)
     if name != "mobilenet_v2":
         row["indexed_slices"] = indexed_slices(model, (xb, yb), repeats)
@@ -243,7 +281,7 @@ def quantization(name: str, quick: bool, epochs: int, fine_tune_epochs: int) -> 
             report = evaluate_tflite(path, (xt, yt), latency_examples=latency_examples)
             float_row.update(litert_accuracy=report["accuracy"], litert_latency_ms=report["latency_ms"])
         except Exception as error:  # noqa: BLE001 - recorded in the table, the run goes on
-            float_row["error"] = f"{type(error).__name__}: {error}"[:400]
+            float_row["error"] = describe(error)
         out["float32"] = float_row
         schemes = [s for s in scheme_names() if s != "float32"]
         for scheme in schemes[:2] if quick else schemes:
@@ -264,7 +302,7 @@ def quantization(name: str, quick: bool, epochs: int, fine_tune_epochs: int) -> 
                 report = evaluate_tflite(path, (xt, yt), latency_examples=latency_examples)
                 row.update(litert_accuracy=report["accuracy"], litert_latency_ms=report["latency_ms"])
             except Exception as error:  # noqa: BLE001 - recorded in the table, the run goes on
-                row["error"] = f"{stage}: {type(error).__name__}: {error}"[:400]
+                row["error"] = f"{stage}: {describe(error)}"
             out[scheme] = row
     return out
 
@@ -305,19 +343,26 @@ def markdown(payload: dict) -> str:
         )
     lines += [
         "",
-        "`cache=False` streaming: HVP peak MB over a dataset of 2 and 8 batches (cached 8 beside it):",
+        (
+            "`cache=False` streaming over 2 and 8 batches: MB the operator holds once built, and its HVP's peak"
+            " (`cache=True` beside it):"
+        ),
         "",
-        "| architecture | streamed 2 | streamed 8 | 8 / 2 | cached 8 |",
-        "|---|---|---|---|---|",
+        (
+            "| architecture | batch MB | streamed held 2 / 8 | streamed HVP peak 2 / 8 | cached held 2 / 8 "
+            "| cached HVP peak 2 / 8 |"
+        ),
+        "|---|---|---|---|---|---|",
     ]
     for name, row in payload["engine"].items():
         s = row.get("streaming")
         if s:
-            lines.append(
-                f"| {name} | {_mb(s['streamed_2_batches']['hvp_peak_bytes'])} | "
-                f"{_mb(s['streamed_8_batches']['hvp_peak_bytes'])} | {s['streamed_8_over_2']:.2f} | "
-                f"{_mb(s['cached_8_batches']['hvp_peak_bytes'])} |"
-            )
+            cells = [
+                f"{_mb(s[f'{kind}_2_batches'][measure])} / {_mb(s[f'{kind}_8_batches'][measure])}"
+                for kind in ("streamed", "cached")
+                for measure in ("held_bytes", "hvp_peak_bytes")
+            ]
+            lines.append(f"| {name} | {_mb(s['batch_bytes'])} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Embedding gradients (`IndexedSlices`): HVP kept sparse vs scattered to dense:",
@@ -347,6 +392,10 @@ def markdown(payload: dict) -> str:
             lines.append(
                 f"| {name} | {f['examples']} | {f['seconds']:.1f} | {f['spectrum_seconds']:.1f} | {f['top_eigenvalue']:.4g} |"
             )
+    for name, row in payload["engine"].items():
+        if row.get("per_block"):
+            lines += ["", f'Per-block spectrum of {name} (`blocks="layer"`, {row["per_block_seconds"]:.0f} s):', ""]
+            lines.append(LayerTable(row["per_block"]).markdown())
     if payload.get("quantization"):
         lines += [
             "",
@@ -386,7 +435,7 @@ def run(
         try:
             payload["engine"][name] = engine(name, quick, batch)
         except Exception as error:  # noqa: BLE001 - one architecture's failure must not hide the others'
-            payload["engine"][name] = {"error": f"{type(error).__name__}: {error}"[:400]}
+            payload["engine"][name] = {"error": describe(error)}
         print(name, payload["engine"][name], flush=True)
     if not engine_only:
         for name in names:
