@@ -34,6 +34,7 @@ Writes benchmarks/results/real_models.{json,md} and prints the tables.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -49,7 +50,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks._common import parser, write_results
+from benchmarks._common import RESULTS, parser, write_results
 from keras_hessian import architectures
 from keras_hessian.callbacks import HessianSpectrum
 from keras_hessian.data import load_digits_rgb, load_digits_tokens
@@ -450,6 +451,11 @@ def run(
         for name in names:
             payload["quantization"][name] = quantization(name, quick, epochs=1 if quick else 5, fine_tune_epochs=1)
             print(name, payload["quantization"][name], flush=True)
+    previous = Path(out or RESULTS) / "real_models.json"
+    if names != ARCHITECTURES and not quick and previous.exists():  # a partial rerun keeps the others' rows
+        old = json.loads(previous.read_text())
+        for part in ("engine", "quantization"):
+            payload[part] = {**{k: v for k, v in old.get(part, {}).items() if k not in names}, **payload[part]}
     text = markdown(payload)
     write_results("real_models", payload, out, text)
     print(text)

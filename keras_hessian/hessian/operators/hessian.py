@@ -53,8 +53,8 @@ class HessianOperator:
 
     Inputs are never differentiated: integer token ids, segment ids and padding masks (a KerasHub
     model's dict of inputs, any nest of arrays) go in as they are. An `Embedding`'s gradient, which
-    TensorFlow returns as `tf.IndexedSlices`, is kept sparse inside the products (`_sparse.py`;
-    3.4x faster than scattering it to dense on a 30,522-token vocabulary, benchmarks/real_models.py).
+    TensorFlow returns as `tf.IndexedSlices`, is kept sparse inside the products (`_sparse.py`: no
+    vocabulary-sized gradient is formed before the second backward pass; the product itself is dense).
 
     Use it with the estimators: `top_eigenvalues`, `hutchinson_trace`, `spectral_density`.
 
