@@ -23,6 +23,12 @@ def flatten_layers(model: Any) -> list:
     return list(model._flatten_layers(include_self=False, recursive=True))
 
 
+def sublayers(layer: Any) -> list:
+    """The layers `layer` holds directly (`Layer._flatten_layers`): MultiHeadAttention's query / key /
+    value / output `EinsumDense`, a KerasHub block's attention and feed-forward layers."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def default_train_step() -> Callable:
     """Keras' own TensorFlow `train_step` (`keras.src.backend.tensorflow.trainer`)."""
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer

@@ -4,19 +4,57 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from keras_hessian._compat import sublayers
 from keras_hessian._layers import walk_layers
 from keras_hessian._validation import ArgumentTypeError
 
 Block = tuple  # (name, [variables])
 
 
-def layer_blocks(model) -> list[Block]:
-    """One block per leaf layer that owns trainable weights, recursing into nested models.
+def _sublayer_blocks(path: str, layer, seen: set) -> list[Block]:
+    """The blocks of one layer: one per sub-layer with trainable weights (recursively), and the
+    layer's own weights that no sub-layer holds under the layer's path. A weight is counted once
+    (the first block that reaches it), so a shared sub-layer does not appear twice."""
+    out: list[Block] = []
+    names: set[str] = set()
+    for sub in sublayers(layer):
+        if not sub.trainable_weights or id(sub) in seen:
+            continue
+        seen.add(id(sub))
+        name, suffix = sub.name, 1
+        while name in names:  # two sub-layers of one name: keep both, numbered
+            name, suffix = f"{sub.name}_{suffix}", suffix + 1
+        names.add(name)
+        out.extend(_sublayer_blocks(f"{path}/{name}", sub, seen))
+    covered = {id(v) for _, group in out for v in group}
+    own = [v for v in layer.trainable_weights if id(v) not in covered]
+    return ([(path, own)] if own else []) + out
 
-    Layers of nested models are named by path (`outer/inner`), so two towers with a layer of
-    the same name stay two blocks.
+
+def layer_blocks(model) -> list[Block]:
+    """One block per leaf layer that owns trainable weights, recursing into nested models and
+    into layers made of layers.
+
+    Blocks are named by path: layers of nested models as `outer/inner`, so two towers with a
+    layer of the same name stay two blocks; the sub-layers of a composite layer as
+    `layer/sub` (a transformer's `block_0_attention/query`, `.../key`, `.../value`,
+    `.../attention_output`; KerasHub's `bert_backbone/transformer_layer_0/self_attention/query`),
+    so a transformer's blocks read as its parts. Weights a composite layer holds itself (not
+    through a sub-layer) are a block under the layer's own path.
     """
-    return [(path, list(layer.trainable_weights)) for path, layer in walk_layers(model) if layer.trainable_weights]
+    out: list[Block] = []
+    seen: set[int] = set()
+    for path, layer in walk_layers(model):
+        if layer.trainable_weights:
+            out.extend(_sublayer_blocks(path, layer, seen))
+    claimed: set[int] = set()
+    blocks = []
+    for name, group in out:  # a weight reached twice (shared between layers) stays in its first block
+        group = [v for v in group if id(v) not in claimed]
+        claimed.update(id(v) for v in group)
+        if group:
+            blocks.append((name, group))
+    return blocks
 
 
 def resolve_blocks(model, blocks: str | Sequence | dict, variables: list) -> list[Block]:

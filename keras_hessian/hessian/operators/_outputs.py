@@ -22,6 +22,7 @@ from keras_hessian.hessian.operators._products import (
     hessian_bodies,
     unpacker,
 )
+from keras_hessian.hessian.operators._sparse import dense, pullback_targets
 from keras_hessian.hessian.operators.hessian import HessianOperator
 
 
@@ -61,7 +62,7 @@ class OutputCurvatureOperator(HessianOperator):
         def finish(batch, tape, y_pred, outputs, jv, vector):
             x, y, w = unpack(batch)
             u = self._output_product(x, y, w, y_pred, outputs, jv)
-            product = tape.gradient(outputs, tf_vars, output_gradients=u, unconnected_gradients=ZERO)
+            product = [dense(p) for p in tape.gradient(outputs, tf_vars, output_gradients=u, unconnected_gradients=ZERO)]
             extra = self._extra_product(x, vector, tf_vars)
             return product if extra is None else [p + e for p, e in zip(product, extra)]
 
@@ -83,7 +84,8 @@ class OutputCurvatureOperator(HessianOperator):
                 with tf.GradientTape() as outer:
                     outer.watch(probe)
                     pulled = tape.gradient(outputs, tf_vars, output_gradients=probe, unconnected_gradients=ZERO)
-                jv = outer.gradient(pulled, probe, output_gradients=list(vector), unconnected_gradients=ZERO)
+                    targets, cotangents = pullback_targets(pulled, list(vector))  # sparse rows stay sparse
+                jv = outer.gradient(targets, probe, output_gradients=cotangents, unconnected_gradients=ZERO)
                 results.append(finish(batch, tape, y_pred, outputs, jv, vector))
             del tape
             return results

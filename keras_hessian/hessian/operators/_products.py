@@ -2,7 +2,8 @@
 
 Each is a `tf.function` with a fixed input signature (traced once per batch shape), and each
 restores the model's stateful variables (BatchNorm moving statistics, dropout seeds) after the
-product, so a product in training mode leaves the model unchanged.
+product, so a product in training mode leaves the model unchanged. Sparse gradients (an
+`Embedding`'s `IndexedSlices`) are handled by `_sparse.py`; every result leaves dense.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Callable
 
 import keras
 import tensorflow as tf
+
+from keras_hessian.hessian.operators._sparse import dense, dot, pullback_targets
 
 REVERSE_OVER_REVERSE = "reverse_over_reverse"
 FORWARD_OVER_REVERSE = "forward_over_reverse"
@@ -45,7 +48,7 @@ def _with_state_restored(body: Callable, stateful: list) -> Callable:
         with tf.control_dependencies(tf.nest.flatten(result)):
             for v, value in zip(stateful, saved):
                 v.assign(value)
-            return tf.nest.map_structure(tf.identity, result)
+            return tf.nest.map_structure(lambda t: tf.identity(dense(t)), result)
 
     return run
 
@@ -80,15 +83,17 @@ def hessian_bodies(total_loss: TotalLoss, tf_vars: list, has_weights: bool) -> d
                 inner.watch(tf_vars)
                 loss, _ = total_loss(*unpack(batch))
             grads = inner.gradient(loss, tf_vars, unconnected_gradients=ZERO)
+            targets, cotangents = pullback_targets(grads, list(vector))
         # d(g . v)/dw = H v, with v fed as the output gradient (no explicit dot product).
-        return outer.gradient(grads, tf_vars, output_gradients=list(vector), unconnected_gradients=ZERO)
+        return outer.gradient(targets, tf_vars, output_gradients=cotangents, unconnected_gradients=ZERO)
 
     def hvp_forward(batch, vector):
         with tf.autodiff.ForwardAccumulator(primals=tf_vars, tangents=list(vector)) as accumulator:
             with tf.GradientTape() as tape:
                 tape.watch(tf_vars)
                 loss, _ = total_loss(*unpack(batch))
-            grads = tape.gradient(loss, tf_vars, unconnected_gradients=ZERO)
+            # Dense inside the accumulator: forward mode has no tangent for IndexedSlices.
+            grads = [dense(g) for g in tape.gradient(loss, tf_vars, unconnected_gradients=ZERO)]
         return [accumulator.jvp(g, unconnected_gradients=ZERO) for g in grads]
 
     def hvp_many(batch, stacked):
@@ -101,10 +106,8 @@ def hessian_bodies(total_loss: TotalLoss, tf_vars: list, has_weights: bool) -> d
                 inner.watch(tf_vars)
                 loss, _ = total_loss(*unpack(batch))
             grads = inner.gradient(loss, tf_vars, unconnected_gradients=ZERO)
-            projections = [
-                tf.add_n([tf.reduce_sum(g * tf.stop_gradient(v[j])) for g, v in zip(grads, stacked)]) for j in range(k)
-            ]
-        products = [outer.gradient(p, tf_vars, unconnected_gradients=ZERO) for p in projections]
+            projections = [dot(grads, [tf.stop_gradient(v[j]) for v in stacked]) for j in range(k)]
+        products = [[dense(t) for t in outer.gradient(p, tf_vars, unconnected_gradients=ZERO)] for p in projections]
         del outer
         return [tf.stack([products[j][i] for j in range(k)]) for i in range(len(tf_vars))]
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from keras_hessian.hessian.operators._outputs import OutputCurvatureOperator, as_float32
 from keras_hessian.hessian.operators._products import ZERO
+from keras_hessian.hessian.operators._sparse import dense, pullback_targets
 
 
 class GaussNewtonOperator(OutputCurvatureOperator):
@@ -80,4 +81,5 @@ class GaussNewtonOperator(OutputCurvatureOperator):
                 losses = self.model.losses
                 penalty = as_float32(tf.add_n([tf.cast(e, losses[0].dtype) for e in losses]))
             grads = inner.gradient(penalty, tf_vars, unconnected_gradients=ZERO)
-        return outer.gradient(grads, tf_vars, output_gradients=list(vector), unconnected_gradients=ZERO)
+            targets, cotangents = pullback_targets(grads, list(vector))
+        return [dense(t) for t in outer.gradient(targets, tf_vars, output_gradients=cotangents, unconnected_gradients=ZERO)]

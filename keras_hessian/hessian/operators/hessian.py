@@ -48,9 +48,15 @@ class HessianOperator:
     weights, of the mean loss over ALL of `data` (regularization losses in `model.losses`
     included). Batches are combined weighted by their size, so splitting the data differently
     gives the same operator. The model is evaluated in inference mode by default
-    (`training=False`: BatchNormalization uses its moving statistics, no dropout), as PyHessian
-    does with `model.eval()`. The operator reads the model's current weights at each product, so
-    build it once and reuse it while the model trains.
+    (`training=False`: BatchNormalization uses its moving statistics, Dropout is off), as PyHessian
+    does with `model.eval()`: the Hessian of the loss the deployed model has, and one that does not
+    move with the batch's statistics or a dropout mask. The operator reads the model's current
+    weights at each product, so build it once and reuse it while the model trains.
+
+    Inputs are never differentiated: integer token ids, segment ids and padding masks (a KerasHub
+    model's dict of inputs, any nest of arrays) go in as they are. An `Embedding`'s gradient, which
+    TensorFlow returns as `tf.IndexedSlices`, is kept sparse inside the products (`_sparse.py`: no
+    vocabulary-sized gradient is formed before the second backward pass; the product itself is dense).
 
     Mixed precision: for a model under `mixed_bfloat16` / `mixed_float16` the operator
     differentiates a float32 view of it (the float32 variables read without the cast to 16 bits,
@@ -77,7 +83,10 @@ class HessianOperator:
             scalar; `None` uses the loss the model was compiled with.
         blocks: `"model"` (one block), `"layer"` (one block per layer with trainable weights:
             estimators then return one result per layer, the eigenvalues of the Hessian's
-            diagonal blocks), or a list / dict of variable groups.
+            diagonal blocks), or a list / dict of variable groups. `"layer"` names blocks by
+            layer path and splits layers made of layers into their parts: a transformer's
+            `block_0_attention/query`, `.../key`, `.../value`, `.../attention_output`, a KerasHub
+            model's `bert_backbone/transformer_layer_0/self_attention_layer/query`.
         training: evaluate the model in training mode (batch statistics, dropout). Moving
             statistics and dropout seeds are restored after every product, so the model is
             left unchanged and every product sees the same dropout mask.
