@@ -101,3 +101,28 @@ def test_assign_precision_on_mobilenet_v2_within_budget(mobilenet):
     # Real multiplies left never exceed the float layer's one 3x3 window per output value.
     assert 0 < rows["block_1_depthwise"]["multiplications"] <= height * width * channels * 9
     assert rows["block_1_depthwise"]["parameters"] == 9 * channels
+
+
+def test_summary_of_quantized_attention_embedding_and_separable_against_hand_counts(transformer):
+    quantized = quantize_model(transformer, "integer", skip_first_last=False, verbose=False)
+    rows = {r["path"]: r for r in quantization_summary(quantized)["layers"]}
+    # int8: 8 bits per weight and a float32 scale per output channel, float32 biases.
+    attention = rows["block_0_attention"]
+    assert attention["precision"] != "float32"
+    assert attention["weight_bits"] == 4 * (8 * 32 * 32 + 32 * 32) + 32 * (3 * 32 + 32)
+    assert (attention["multiplications"], attention["replaced_multiplications"]) == (4 * 64 * 32 * 32, 0)
+    embedding = rows["position_embedding"]  # (64, 32) table, one scale per row
+    assert embedding["weight_bits"] == 8 * 64 * 32 + 32 * 64 and embedding["multiplications"] == 0
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((6, 6, 4))
+    hidden = keras.layers.SeparableConv2D(8, 3, name="separable")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(keras.layers.Flatten()(hidden)))
+    positions, depthwise, pointwise = 4 * 4, 9 * 4, 4 * 8
+    float_row = {r["path"]: r for r in quantization_summary(model)["layers"]}["separable"]
+    assert float_row["multiplications"] == positions * (4 * 9 + 8 * 4)
+    row = {r["path"]: r for r in quantization_summary(quantize_model(model, "integer", skip_first_last=False,
+                                                                     verbose=False))["layers"]}["separable"]
+    assert row["precision"] != "float32"
+    assert row["weight_bits"] == 8 * depthwise + 32 * 4 + 8 * pointwise + 32 * 8 + 32 * 8
+    assert row["multiplications"] == positions * (4 * 9 + 8 * 4)
