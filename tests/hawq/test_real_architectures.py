@@ -73,14 +73,16 @@ def test_einsum_attention_and_embedding_against_hand_counts(transformer):
 
 def test_assign_precision_on_the_transformer_within_budget(transformer):
     (x, y), _ = load_digits_tokens()
-    plan = assign_precision(transformer, (x[:32], y[:32]), budget=0.3, max_iter=3, tol=0.5)
+    plan = assign_precision(transformer, (x[:32], y[:32]), budget=0.3, max_iter=2, tol=0.5)
     assert plan.predicted_bytes <= plan.budget_bytes
     assert "block_0_attention" in plan.layers and "position_embedding" in plan.layers
     quantized = quantize_model(transformer, plan, verbose=False)
     report = quantization_summary(quantized)
     rows = {r["path"]: r for r in report["layers"]}
     attention = rows["block_0_attention"]
-    assert attention["precision"] != "float32" and attention["multiplications"] == 4 * 64 * 32 * 32
+    # Every multiply-accumulate of the four projections is either kept (integer) or replaced by sign/add.
+    assert attention["precision"] != "float32"
+    assert max(attention["multiplications"], attention["replaced_multiplications"]) == 4 * 64 * 32 * 32
     assert attention["bits_per_weight"] <= 8
     assert rows["position_embedding"]["multiplications"] == 0
     assert report["total"]["weight_bytes"] < report["total"]["float32_weight_bytes"] / 2

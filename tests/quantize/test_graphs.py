@@ -287,9 +287,9 @@ def trained():
 
     keras.utils.set_random_seed(11)
     (x, y), (xt, yt) = load_digits_rgb(32)
-    mobilenet = _short_fit(architectures.mobilenet_v2(), x[:640], y[:640], epochs=3, learning_rate=3e-3)
+    mobilenet = _short_fit(architectures.mobilenet_v2(), x[:512], y[:512], epochs=2, learning_rate=3e-3)
     (s, sy), (st, sty) = load_digits_tokens()
-    transformer = _short_fit(architectures.transformer_classifier(), s, sy, epochs=6, learning_rate=1e-3)
+    transformer = _short_fit(architectures.transformer_classifier(), s, sy, epochs=4, learning_rate=2e-3)
     return {"mobilenet_v2": (mobilenet, xt[:128], yt[:128]), "transformer": (transformer, st[:128], sty[:128])}
 
 
