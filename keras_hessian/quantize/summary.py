@@ -241,8 +241,10 @@ def quantization_summary(
 ) -> QuantizationSummary:
     """Per-layer precision, parameters, weight memory and multiplications, with totals.
 
-    Multiplications are counted per example for Dense and Conv layers: a float or DFP layer
-    does one per multiply-accumulate; a binary layer replaces all of them by sign flips and
+    Multiplications are counted per example for Dense, Conv, DepthwiseConv2D (one `kh * kw`
+    window per output value), EinsumDense, SeparableConv2D and MultiHeadAttention (their
+    projections) layers; an Embedding lookup does none. A float or DFP layer does one per
+    multiply-accumulate; a binary layer replaces all of them by sign flips and
     adds (XNOR/popcount with binary inputs) and keeps one multiplication per output when
     scaled; a ternary-residual layer replaces them by sign/add and keeps one multiplication
     per block and active term (Kundu, Banerjee et al. 2018). Memory counts the deployed
