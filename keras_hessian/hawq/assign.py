@@ -18,11 +18,12 @@ import keras
 import numpy as np
 
 from keras_hessian._validation import check_float, check_int
-from keras_hessian.hawq.candidates import Candidate, resolve
+from keras_hessian.hawq.candidates import Candidate, kernel_size, resolve
 from keras_hessian.hawq.ilp import solve_allocation
 from keras_hessian.hawq.precision_plan import LayerChoice, PrecisionPlan
 from keras_hessian.hawq.sensitivity import LayerSensitivity, kernel_layers, layer_sensitivity
 from keras_hessian.layers import registry
+from keras_hessian.quantize.summary import kernel_multiplications
 
 __all__ = ["DEFAULT_CANDIDATES", "assign_precision", "planned_layers"]
 
@@ -37,14 +38,8 @@ def planned_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
 
 
 def _macs(layer: keras.layers.Layer) -> int | None:
-    try:
-        shape = tuple(layer.output.shape)
-    except (AttributeError, ValueError, RuntimeError):
-        return None
-    if None in shape[1:]:
-        return None
-    kernel = layer.kernel.shape
-    return int(np.prod(shape[1:])) * int(np.prod(kernel)) // int(kernel[-1])
+    """Multiply-accumulates per example of the layer's kernels, counted as `quantization_summary` does."""
+    return kernel_multiplications(layer)
 
 
 def _pinned(pin: Iterable[str] | None, paths: list[str]) -> set[str]:
@@ -169,7 +164,7 @@ def assign_precision(
     free = [(path, layer) for path, layer in layers if path not in pinned]
     float32 = resolve(["float32"])[0]
     float32_bytes = sum(float32.weight_bytes(layer) for _, layer in layers)
-    parameters = sum(int(np.prod(layer.kernel.shape)) for _, layer in layers)
+    parameters = sum(kernel_size(layer) for _, layer in layers)
     limit = _budget_bytes(budget, budget_bytes, bits_per_weight, float32_bytes, parameters)
     values, used_metric = _sensitivities(
         model, data, sensitivity, metric, loss, [p for p, _ in free], sensitivity_options
@@ -181,14 +176,13 @@ def assign_precision(
     allowed = np.zeros(cost.shape, bool)
     options = {}
     for i, (path, layer) in enumerate(free):
-        kernel = layer.kernel.numpy()
         macs = _macs(layer)
         options[path] = {}
         for j, candidate in enumerate(chosen):
             if not candidate.applies_to(layer):
                 continue
             allowed[i, j] = True
-            perturbation = candidate.perturbation(layer, kernel)
+            perturbation = candidate.perturbation(layer)
             size[i, j] = candidate.weight_bytes(layer)
             cost[i, j] = values[path] * perturbation
             bops[i, j] = np.nan if macs is None else macs * candidate.bits * _ACTIVATION_BITS
@@ -219,7 +213,7 @@ def assign_precision(
     rows = {}
     free_index = {path: i for i, (path, _) in enumerate(free)}
     for path, layer in layers:
-        n = int(np.prod(layer.kernel.shape))
+        n = kernel_size(layer)
         if path in pinned:
             entry = {"objective": 0.0, "perturbation": 0.0, "bytes": float32.weight_bytes(layer), "bops": None}
             rows[path] = LayerChoice(path, n, None, "float32", "float32", {"float32": entry})

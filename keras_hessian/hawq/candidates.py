@@ -9,6 +9,12 @@ tensors in the TFLite file `to_tflite(mode="auto")` writes, so a budget is a bud
 a device loads, not on a representation no runtime stores (LiteRT has no 1-bit tensor, runs
 2-bit weights only in FullyConnected, and keeps a float32 scale and an int64 zero point per
 output channel of an integer tensor).
+
+Every kernel is seen as the quantizers see it (`keras_hessian.layers.kernel_matrix_shape`: the
+reduction by the output channels), so a depthwise filter's scales are per (input channel,
+multiplier), an Embedding's per row, an EinsumDense's per output feature. Composite layers
+(MultiHeadAttention, SeparableConv2D) are their parts: each projection / the depthwise and
+pointwise kernels, quantized by the part classes their quantized twin builds.
 """
 
 from __future__ import annotations
@@ -22,13 +28,59 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hessian.layers import registry
+from keras_hessian import _compat
+from keras_hessian.hawq.sensitivity import kernel_of
+from keras_hessian.layers import kernel_matrix_shape, registry
+from keras_hessian.layers._shapes import einsum_axes
 
-__all__ = ["CANDIDATES", "Candidate", "get_candidate", "register_candidate"]
+__all__ = ["CANDIDATES", "Candidate", "get_candidate", "kernel_parts", "kernel_size", "register_candidate"]
 
 _FLOAT_CASTS = {"float32": None, "bfloat16": tf.bfloat16}
 _STORAGE_BITS = {"float32": 32, "float16": 16, "int8": 8, "int4": 4, "int2": 2}
 _PER_CHANNEL = "channel"  # block_size placeholder: one block per output channel (the whole reduction)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One kernel of a layer: its variable, its matrix view and the float layer its quantizer is made for."""
+
+    kernel: Any
+    matrix_shape: tuple[int, int]
+    source: keras.layers.Layer  # the layer (or MHA projection) whose own layout `kernel` has
+    role: str  # "kernel", "projection", "depthwise" or "pointwise"
+    bias: Any = None
+
+    def matrix(self, kernel: Any) -> tf.Tensor:
+        """`kernel` (this part's layout) as the quantizers' `(reduction, outputs)` matrix."""
+        kernel = tf.cast(tf.convert_to_tensor(kernel), tf.float32)
+        if isinstance(self.source, keras.layers.Embedding) and self.role == "kernel":
+            return tf.transpose(kernel)
+        if isinstance(self.source, keras.layers.EinsumDense):
+            reduction, outputs = einsum_axes(self.source.equation)
+            return tf.reshape(tf.transpose(kernel, reduction + outputs), self.matrix_shape)
+        return tf.reshape(kernel, self.matrix_shape)
+
+
+def kernel_parts(layer: keras.layers.Layer) -> list[_Part]:
+    """The kernels of a built float layer that its quantized twin quantizes, each with its matrix view."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return [
+            _Part(p.kernel, kernel_matrix_shape(p), p, "projection", getattr(p, "bias", None))
+            for p in _compat.attention_projections(layer).values()
+        ]
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        kh, kw, channels, multiplier = (int(d) for d in layer.depthwise_kernel.shape)
+        inner = channels * multiplier
+        return [
+            _Part(layer.depthwise_kernel, (kh * kw, inner), layer, "depthwise"),
+            _Part(layer.pointwise_kernel, (inner, layer.filters), layer, "pointwise", getattr(layer, "bias", None)),
+        ]
+    return [_Part(kernel_of(layer), kernel_matrix_shape(layer), layer, "kernel", getattr(layer, "bias", None))]
+
+
+def kernel_size(layer: keras.layers.Layer) -> int:
+    """The number of kernel weights a plan quantizes in `layer` (all parts of a composite layer)."""
+    return sum(math.prod(part.matrix_shape) for part in kernel_parts(layer))
 
 
 @dataclass(frozen=True)
@@ -59,34 +111,84 @@ class Candidate:
         """The `quantize_model` spec for `layer` (`block_size="channel"` resolved to its reduction size)."""
         if isinstance(self.spec, str) or self.spec.get("block_size") != _PER_CHANNEL:
             return self.spec
-        kernel = layer.kernel.shape
-        return {**self.spec, "block_size": int(np.prod(kernel)) // int(kernel[-1])}
+        parts = kernel_parts(layer)
+        if len(parts) != 1:  # one block size for parts of different reductions: no per-channel grid
+            raise ValueError(
+                f"precision {self.name!r} (one block per output channel) has no single block size for "
+                f"{type(layer).__name__} {layer.name!r}, whose kernels reduce over {[p.matrix_shape[0] for p in parts]}."
+            )
+        return {**self.spec, "block_size": parts[0].matrix_shape[0]}
 
-    def _quantized(self, layer: keras.layers.Layer):
-        """An unbuilt quantized twin of `layer` (it carries the kernel quantizer), or None for float casts."""
+    def _quantizers(self, layer: keras.layers.Layer) -> list:
+        """The kernel quantizer of each part of `layer`'s quantized twin (the objects its layers would carry)."""
         cls = registry.quantized_layer_class(self.scheme, layer)
         spec = self.spec_for(layer)
         options = {} if isinstance(spec, str) else {k: v for k, v in spec.items() if k != "scheme"}
-        return None if cls is None else cls.from_float_layer(layer, **options)
+        twin = cls.from_float_layer(layer, **options)
+        if not hasattr(twin, "quantizer_options"):
+            return [twin.kernel_quantizer]
+        found = []
+        for part in kernel_parts(layer):  # the part classes the composite twin builds in its `build`
+            if part.role == "projection":
+                found.append(cls.PROJECTION.from_float_layer(part.source, **twin.quantizer_options).kernel_quantizer)
+            elif part.role == "depthwise":
+                found.append(cls.DEPTHWISE(1, **twin.quantizer_options).kernel_quantizer)
+            else:
+                found.append(cls.POINTWISE(1, 1, **twin.quantizer_options).kernel_quantizer)
+        return found
 
     def applies_to(self, layer: keras.layers.Layer) -> bool:
         """Whether this precision exists for `layer`'s type."""
         if self.scheme in _FLOAT_CASTS:
             return type(layer) in registry.quantizable_types()
+        per_channel = not isinstance(self.spec, str) and self.spec.get("block_size") == _PER_CHANNEL
+        if per_channel and len(kernel_parts(layer)) != 1:
+            return False
         return registry.quantized_layer_class(self.scheme, layer) is not None
 
-    def quantize(self, layer: keras.layers.Layer, kernel: Any) -> tf.Tensor:
-        """`Q(W)`: the kernel as the inference forward pass at this precision would apply it."""
-        kernel = tf.cast(tf.convert_to_tensor(kernel), tf.float32)
+    def _quantize_parts(self, layer: keras.layers.Layer, kernels: list) -> list[tf.Tensor]:
+        """`Q(W)` of each part, in the quantizers' matrix view."""
+        parts = kernel_parts(layer)
+        matrices = [part.matrix(kernel) for part, kernel in zip(parts, kernels)]
         if self.scheme in _FLOAT_CASTS:
             dtype = _FLOAT_CASTS[self.scheme]
-            return kernel if dtype is None else tf.cast(tf.cast(kernel, dtype), tf.float32)
-        return tf.cast(self._quantized(layer).kernel_quantizer(kernel, training=False), tf.float32)
+            return matrices if dtype is None else [tf.cast(tf.cast(m, dtype), tf.float32) for m in matrices]
+        quantizers = self._quantizers(layer)
+        return [tf.cast(q(m, training=False), tf.float32) for q, m in zip(quantizers, matrices)]
 
-    def perturbation(self, layer: keras.layers.Layer, kernel: Any) -> float:
-        """`||Q(W) - W||^2` (squared Frobenius norm, in float64)."""
-        w = np.asarray(kernel, dtype=np.float64)
-        return float(np.sum((np.asarray(self.quantize(layer, kernel), dtype=np.float64) - w) ** 2))
+    def quantize(self, layer: keras.layers.Layer, kernel: Any) -> tf.Tensor:
+        """`Q(W)`: the kernel as the inference forward pass at this precision would apply it.
+
+        For a one-kernel layer, in the kernel's own layout; a composite layer's parts are
+        returned concatenated, flattened, in `kernel_parts` order (`kernel` is then ignored).
+        """
+        parts = kernel_parts(layer)
+        if len(parts) == 1:
+            quantized = self._quantize_parts(layer, [kernel])[0]
+            if isinstance(layer, keras.layers.Embedding):
+                return tf.transpose(quantized)
+            if isinstance(layer, keras.layers.EinsumDense):
+                reduction, outputs = einsum_axes(layer.equation)
+                order = reduction + outputs
+                shape = tuple(int(d) for d in parts[0].kernel.shape)
+                permuted = tf.reshape(quantized, [shape[i] for i in order])
+                return tf.transpose(permuted, sorted(range(len(order)), key=order.__getitem__))
+            return tf.reshape(quantized, tf.shape(tf.convert_to_tensor(kernel)))
+        quantized = self._quantize_parts(layer, [p.kernel for p in parts])
+        return tf.concat([tf.reshape(q, (-1,)) for q in quantized], axis=0)
+
+    def perturbation(self, layer: keras.layers.Layer, kernel: Any = None) -> float:
+        """`||Q(W) - W||^2` (squared Frobenius norm, in float64), summed over a composite layer's parts.
+
+        `kernel` (default: the layer's own) replaces the kernel of a one-kernel layer.
+        """
+        parts = kernel_parts(layer)
+        kernels = [p.kernel for p in parts] if kernel is None or len(parts) != 1 else [kernel]
+        total = 0.0
+        for part, w, q in zip(parts, kernels, self._quantize_parts(layer, kernels)):
+            reference = np.asarray(part.matrix(w), dtype=np.float64)
+            total += float(np.sum((np.asarray(q, dtype=np.float64) - reference) ** 2))
+        return total
 
     def storage_bits(self, layer: keras.layers.Layer) -> int:
         """Bits per kernel weight in the TFLite file: 2-bit tensors only for Dense (FullyConnected)."""
@@ -94,14 +196,19 @@ class Candidate:
         return 4 if bits == 2 and not isinstance(layer, keras.layers.Dense) else bits
 
     def weight_bytes(self, layer: keras.layers.Layer) -> int:
-        """Bytes of the layer's kernel (with its per-channel scale and zero point) and bias in the file."""
-        shape = layer.kernel.shape
-        weights, channels = int(np.prod(shape)), int(shape[-1])
-        bias = getattr(layer, "bias", None)
-        bias_bytes = 0 if bias is None else 4 * int(np.prod(bias.shape))  # biases stay float32
+        """Bytes of the layer's kernels (each with its per-channel scale and zero point) and biases in the file.
+
+        Output channels are the quantizers' (`kernel_matrix_shape`): `C * M` for a depthwise
+        filter, one per row of an Embedding table, the output features of an EinsumDense.
+        """
         bits = self.storage_bits(layer)
-        per_channel = 12 * channels if self.storage.startswith("int") else 0  # float32 scale + int64 zero point
-        return math.ceil(bits * weights / 8) + per_channel + bias_bytes
+        total = 0
+        for part in kernel_parts(layer):
+            rows, channels = part.matrix_shape
+            per_channel = 12 * channels if self.storage.startswith("int") else 0  # float32 scale + int64 zero point
+            bias_bytes = 0 if part.bias is None else 4 * int(np.prod(part.bias.shape))  # biases stay float32
+            total += math.ceil(bits * rows * channels / 8) + per_channel + bias_bytes
+        return total
 
 
 CANDIDATES: dict[str, Candidate] = {}

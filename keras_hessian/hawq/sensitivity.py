@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import keras
 
+from keras_hessian import _compat
 from keras_hessian._layers import walk_layers
 from keras_hessian._validation import check_choice, check_float, check_int
 from keras_hessian.hessian import HessianOperator, hutchinson_trace, top_eigenvalues
 
-__all__ = ["METRICS", "LayerSensitivity", "kernel_layers", "kernel_of", "layer_sensitivity"]
+__all__ = ["METRICS", "LayerSensitivity", "kernel_layers", "kernel_of", "kernels_of", "layer_sensitivity"]
 
 METRICS = ("trace", "top_eigenvalue")
 _KERNEL_NAMES = ("kernel", "depthwise_kernel", "embeddings")
@@ -67,9 +68,24 @@ def kernel_of(layer: keras.layers.Layer):
     return None
 
 
+def kernels_of(layer: keras.layers.Layer) -> list:
+    """Every weight a quantizer replaces in `layer`: one kernel, or a composite layer's several.
+
+    A MultiHeadAttention's quantized twin quantizes its query / key / value / output projections,
+    a SeparableConv2D's its depthwise and pointwise kernels: their HAWQ block is all of them.
+    """
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        projections = _compat.attention_projections(layer).values()
+        return [p.kernel for p in projections if getattr(p, "kernel", None) is not None and p.kernel.trainable]
+    if isinstance(layer, keras.layers.SeparableConv2D) and getattr(layer, "pointwise_kernel", None) is not None:
+        return [w for w in (layer.depthwise_kernel, layer.pointwise_kernel) if w.trainable]
+    kernel = kernel_of(layer)
+    return [] if kernel is None else [kernel]
+
+
 def kernel_layers(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
-    """`(path, layer)` for every leaf layer with a trainable kernel, nested models included."""
-    return [(path, layer) for path, layer in walk_layers(model) if kernel_of(layer) is not None]
+    """`(path, layer)` for every leaf layer with a trainable kernel (or several), nested models included."""
+    return [(path, layer) for path, layer in walk_layers(model) if kernels_of(layer)]
 
 
 def _select(model: keras.Model, layers: Iterable[str] | None) -> list[tuple[str, keras.layers.Layer]]:
@@ -144,7 +160,7 @@ def layer_sensitivity(
     tol = check_float("tol", tol, minimum=0.0, exclusive_minimum=True)
     max_iter = check_int("max_iter", max_iter, minimum=1)
     chosen = _select(model, layers)
-    blocks = {path: [kernel_of(layer)] for path, layer in chosen}
+    blocks = {path: kernels_of(layer) for path, layer in chosen}
     operator = HessianOperator(model, data, loss, blocks=blocks, training=training, batch_size=batch_size)
     results = {}
     for path, layer in chosen:

@@ -16,11 +16,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_hessian.layers import registry
+from keras_hessian import _compat
+from keras_hessian.layers import kernel_matrix_shape, registry
 from keras_hessian.quantize._plan import is_quantizable, walk_layers
-from keras_hessian.quantizers.base import kernel_layout
 
-__all__ = ["QuantizationSummary", "quantization_summary"]
+__all__ = ["QuantizationSummary", "kernel_multiplications", "quantization_summary"]
 
 _TOTAL_KEYS = ("parameters", "weight_bits", "weight_bytes", "multiplications", "replaced_multiplications")
 
@@ -30,6 +30,84 @@ def _output_shape(layer: keras.layers.Layer) -> tuple | None:
         return tuple(layer.output.shape)
     except (AttributeError, ValueError, RuntimeError):
         return None
+
+
+def _size(shape: tuple | None) -> int | None:
+    return None if shape is None or None in shape[1:] else int(np.prod(shape[1:]))
+
+
+def _parts(layer: keras.layers.Layer) -> list[keras.layers.Layer] | None:
+    """The kernel-holding sublayers of a composite layer (attention projections), or None."""
+    if hasattr(layer, "projections") and layer.built:  # quantized MultiHeadAttention / SeparableConv2D
+        return list(layer.projections())
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return list(_compat.attention_projections(layer).values())
+    return None
+
+
+def _projection_outputs(layer: keras.layers.Layer) -> list[int] | None:
+    """Output values per example of each attention projection (they are no graph nodes of their own).
+
+    Query and output projections produce one vector per query position, key and value projections
+    one per key / value position; each vector has the projection's output channels.
+    """
+    try:
+        inputs = layer.input
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+    inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+    query, value = inputs[0], inputs[1] if len(inputs) > 1 else inputs[0]
+    positions = [_size((None, *tuple(t.shape)[1:-1], 1)) for t in (query, value)]
+    if None in positions:
+        return None
+    names = list(_compat.attention_projections(layer))
+    return [
+        positions[1 if any(k in name for k in ("key", "value")) else 0] * kernel_matrix_shape(p)[1]
+        for name, p in zip(names, _parts(layer))
+    ]
+
+
+
+def kernel_multiplications(layer: keras.layers.Layer) -> int | None:
+    """Multiply-accumulates per example of a float kernel layer's kernels (None: shapes unknown).
+
+    Each output value costs one reduction as the quantizers see it (`kernel_matrix_shape`): `kh * kw`
+    for a depthwise filter, the contracted axes of an EinsumDense; a lookup costs none; a
+    SeparableConv2D adds its depthwise step; attention counts its projections (the score and mixing
+    products have no weights).
+    """
+    return _float_multiplications(layer, _size(_output_shape(layer)))
+
+
+def _float_multiplications(layer: keras.layers.Layer, outputs: int | None) -> int | None:
+    """Multiply-accumulates per example of a float kernel layer: outputs x the quantizers' reduction."""
+    if isinstance(layer, keras.layers.Embedding):
+        return 0  # a lookup multiplies nothing
+    parts = _parts(layer)
+    if parts is not None:
+        sizes = _projection_outputs(layer)
+        return None if sizes is None else sum(n * kernel_matrix_shape(p)[0] for n, p in zip(sizes, parts))
+    if outputs is None:
+        return None
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        kh, kw, channels, multiplier = (int(d) for d in layer.depthwise_kernel.shape)
+        positions = outputs // int(layer.filters)
+        return positions * channels * multiplier * kh * kw + outputs * channels * multiplier
+    return outputs * kernel_matrix_shape(layer)[0]
+
+
+def _kernel_weights(layer: keras.layers.Layer) -> int | None:
+    """The number of kernel weights (all parts of a composite layer), or None without a kernel."""
+    parts = _parts(layer)
+    if parts is not None:
+        return sum(int(np.prod(p.kernel.shape)) for p in parts)
+    if isinstance(layer, keras.layers.SeparableConv2D) and getattr(layer, "pointwise_kernel", None) is not None:
+        return int(np.prod(layer.depthwise_kernel.shape)) + int(np.prod(layer.pointwise_kernel.shape))
+    for name in ("kernel", "embeddings"):
+        kernel = getattr(layer, name, None)
+        if kernel is not None:
+            return int(np.prod(kernel.shape))
+    return None
 
 
 def _layer_cost(path: str, layer: keras.layers.Layer) -> dict:
@@ -48,23 +126,32 @@ def _layer_cost(path: str, layer: keras.layers.Layer) -> dict:
         "multiplications": 0,
         "replaced_multiplications": 0,
     }
-    kernel = getattr(layer, "kernel", None)
     quantized = registry.is_quantized_layer(layer)
-    if kernel is None or not (quantized or is_quantizable(layer)):
+    weights = _kernel_weights(layer)
+    if weights is None or not (quantized or is_quantizable(layer)):
         return row
-    shape = _output_shape(layer)
-    outputs = None if shape is None or None in shape[1:] else int(np.prod(shape[1:]))
-    weights, _, reduction = kernel_layout(kernel.shape)
-    row["multiplications"] = None if outputs is None else outputs * reduction
+    outputs = _size(_output_shape(layer))
+    row["multiplications"] = _float_multiplications(layer, outputs)
     if quantized:
+        # A composite layer's cost sums its parts' storage; its multiplications are its parts' own.
+        parts = _parts(layer)
         cost = layer.kernel_cost(outputs)
+        multiplications, replaced = cost.multiplications, cost.replaced_multiplications
+        if parts is not None:
+            sizes = _projection_outputs(layer) or [None] * len(parts)
+            if isinstance(layer, keras.layers.SeparableConv2D) and outputs is not None:
+                sizes = [outputs // int(layer.filters) * int(np.prod(parts[0].kernel.shape[2:])), outputs]
+            costs = [p.kernel_cost(n) for p, n in zip(parts, sizes)]
+            known = all(c.multiplications is not None for c in costs)
+            multiplications = sum(c.multiplications for c in costs) if known else None
+            replaced = sum(c.replaced_multiplications for c in costs) if known else None
         bias_bits = (parameters - weights) * float_bits
         row.update(
             precision=layer.precision_label,
             bits_per_weight=cost.bits_per_weight,
             weight_bits=cost.storage_bits + bias_bits,
-            multiplications=cost.multiplications,
-            replaced_multiplications=cost.replaced_multiplications,
+            multiplications=multiplications,
+            replaced_multiplications=replaced,
         )
     return row
 
@@ -154,8 +241,10 @@ def quantization_summary(
 ) -> QuantizationSummary:
     """Per-layer precision, parameters, weight memory and multiplications, with totals.
 
-    Multiplications are counted per example for Dense and Conv layers: a float or DFP layer
-    does one per multiply-accumulate; a binary layer replaces all of them by sign flips and
+    Multiplications are counted per example for Dense, Conv, DepthwiseConv2D (one `kh * kw`
+    window per output value), EinsumDense, SeparableConv2D and MultiHeadAttention (their
+    projections) layers; an Embedding lookup does none. A float or DFP layer does one per
+    multiply-accumulate; a binary layer replaces all of them by sign flips and
     adds (XNOR/popcount with binary inputs) and keeps one multiplication per output when
     scaled; a ternary-residual layer replaces them by sign/add and keeps one multiplication
     per block and active term (Kundu, Banerjee et al. 2018). Memory counts the deployed

@@ -235,3 +235,118 @@ def test_original_is_untouched_when_the_rebuild_fails_half_way(transformer, toke
     assert_same_weights(transformer, before)
     assert transformer.operations == operations
     np.testing.assert_array_equal(call(transformer, tokens), reference)
+
+
+# ---------------------------------------------------------------- LiteRT on trained real architectures
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _short_fit(model, x, y, epochs, learning_rate, batch_size=64):
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSS)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+    batch_norms = [layer for _, layer in walk(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if batch_norms:
+        # MobileNetV2's momentum 0.999 leaves the moving statistics near their start after a short fit:
+        # set them once to the statistics of the training inputs, as a longer fit would approach.
+        momentum = [layer.momentum for layer in batch_norms]
+        for layer in batch_norms:
+            layer.momentum = 0.0
+        model(x[:512], training=True)
+        for layer, value in zip(batch_norms, momentum):
+            layer.momentum = value
+    return model
+
+
+def walk(model):
+    from keras_hessian._layers import walk_layers
+
+    return walk_layers(model)
+
+
+def litert_logits(path, x):
+    """Run the file's serving signature in the LiteRT interpreter (dict inputs by name)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=str(path)).get_signature_runner()
+    names = list(runner.get_input_details())
+    inputs = x if isinstance(x, dict) else {names[0]: x}
+    outputs = []
+    for i in range(len(next(iter(inputs.values())))):
+        feed = {}
+        for name in names:
+            key = next(k for k in inputs if name.endswith(k)) if name not in inputs else name
+            feed[name] = inputs[key][i : i + 1]
+        outputs.append(next(iter(runner(**feed).values())))
+    return np.concatenate(outputs)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """MobileNetV2 and the transformer after a short fit on their real data, with test inputs (built once)."""
+    from keras_hessian.data import load_digits_rgb
+
+    keras.utils.set_random_seed(11)
+    (x, y), (xt, yt) = load_digits_rgb(32)
+    mobilenet = _short_fit(architectures.mobilenet_v2(), x[:512], y[:512], epochs=2, learning_rate=3e-3)
+    (s, sy), (st, sty) = load_digits_tokens()
+    transformer = _short_fit(architectures.transformer_classifier(), s, sy, epochs=4, learning_rate=2e-3)
+    return {"mobilenet_v2": (mobilenet, xt[:128], yt[:128]), "transformer": (transformer, st[:128], sty[:128])}
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """Per architecture: Keras logits, the float file, the ternary-residual model and file (fold for MobileNetV2)."""
+    from keras_hessian.export import to_tflite
+
+    found = {}
+    for name, (model, x, y) in trained.items():
+        fold = name == "mobilenet_v2"
+        folder = tmp_path_factory.mktemp(name)
+        float_file = to_tflite(model, folder / "float.tflite", mode="float32", fold_batch_norm=fold)
+        quantized = quantize_model(model, "ternary_residual", fold_batch_norm=fold, verbose=False)
+        ternary_file = to_tflite(quantized, folder / "ternary_residual.tflite")
+        found[name] = (np.asarray(model(x, training=False)), float_file, quantized, ternary_file, x, y)
+    return found
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "transformer"])
+def test_float_export_agrees_with_keras_in_litert(exported, name):
+    reference, float_file, _, _, x, y = exported[name]
+    assert np.mean(reference.argmax(-1) == y) >= 0.2  # trained: twice chance (0.1) or more
+    assert np.mean(litert_logits(float_file, x).argmax(-1) == reference.argmax(-1)) >= 0.99
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "mobilenet_v2",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="issue 13 goal not met: the folded ternary-residual MobileNetV2 file agrees with Keras on "
+                "about 93% of top-1 (0.36x of float); see the integration report",
+            ),
+        ),
+        "transformer",
+    ],
+)
+def test_ternary_residual_export_agrees_with_keras_in_litert(exported, name):
+    _, float_file, quantized, ternary_file, x, _ = exported[name]
+    keras_top1 = np.asarray(quantized(x, training=False)).argmax(-1)
+    assert ternary_file.stat().st_size < float_file.stat().st_size
+    assert np.mean(litert_logits(ternary_file, x).argmax(-1) == keras_top1) >= 0.99
+
+
+@pytest.mark.xfail(
+    raises=ValueError,
+    strict=True,
+    reason="to_tflite of the KerasHub BERT classifier (dict inputs) fails in TFLiteConverter.from_keras_model: "
+    "tflite_keras_util's tf_keras call context is None under Keras 3 (export/convert.py)",
+)
+def test_keras_hub_bert_float_export_runs_in_litert(bert, tokens, tmp_path):
+    from keras_hessian.export import to_tflite
+
+    x = architectures.bert_inputs(tokens)
+    float_file = to_tflite(bert, tmp_path / "bert.tflite", mode="float32")
+    reference = np.asarray(bert(x, training=False)).argmax(-1)
+    assert np.mean(litert_logits(float_file, x).argmax(-1) == reference) >= 0.99
