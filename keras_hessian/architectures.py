@@ -85,9 +85,11 @@ def keras_hub_bert_classifier(
         intermediate_dim=2 * hidden_dim,
         max_sequence_length=check_int("sequence_length", sequence_length, minimum=1),
         dropout=0.0,
+        name="bert_backbone",  # fixed names: layer paths stay the same however many models a session builds
     )
     return keras_hub.models.BertTextClassifier(
-        backbone, num_classes=check_int("classes", classes, minimum=2), preprocessor=None, activation=None, dropout=0.0
+        backbone, num_classes=check_int("classes", classes, minimum=2), preprocessor=None, activation=None,
+        dropout=0.0, name="bert_text_classifier",
     )
 
 

@@ -24,7 +24,7 @@ def test_spectrum_command(tmp_path, cnn, digits_image, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "lambda_1" in printed and "trace" in printed
-    assert "step 60/60" in printed  # the density's progress line, redrawn per Lanczos step
+    assert "step 25/25" in printed  # the density's progress line, redrawn per Lanczos step
     report = json.loads(out_json.read_text())
     exact = exact_hessian(cnn, x[:200], y[:200])
     np.testing.assert_allclose(report["blocks"]["model"]["eigenvalues"], by_magnitude(np.linalg.eigvalsh(exact))[:2], rtol=1e-3)

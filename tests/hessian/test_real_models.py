@@ -265,8 +265,8 @@ def test_layer_blocks_are_named_by_layer_path(transformer_op, bert, mobilenet):
     partition the trainable weights."""
     names = transformer_op.blocks
     attention = [f"block_0_attention/{part}" for part in ("query", "key", "value", "attention_output")]
-    assert names[:5] == ["token_embedding", *attention]
-    assert names[-1] == "logits" and "block_1_ffn_2" in names and len(names) == 18
+    assert names[:6] == ["token_embedding", "position_embedding", *attention]
+    assert names[-1] == "logits" and "block_1_ffn_2" in names and len(names) == 19
 
     model, data = bert
     op = HessianOperator(model, data, LOSS, blocks="layer")
