@@ -348,19 +348,22 @@ def test_keras_hub_bert_float_export_runs_in_litert(bert, tokens, tmp_path):
 
 @pytest.fixture(scope="module")
 def bert_files(bert, tmp_path_factory):
-    """The BERT classifier's float file and its integer-quantized copy's "auto" file, on 32 digit-token rows."""
+    """32 digit-token rows, the BERT classifier's float file, and per scheme its quantized copy and "auto" file."""
     from keras_hessian.export import to_tflite
 
     folder = tmp_path_factory.mktemp("bert")
     x = architectures.bert_inputs(load_digits_tokens()[1][0][:32])
-    quantized = quantize_model(bert, "integer", skip_first_last=False, verbose=False)
-    return x, to_tflite(bert, folder / "float.tflite", mode="float32"), quantized, to_tflite(quantized, folder / "int.tflite")
+    quantized = {}
+    for scheme in ("integer", "ternary_residual"):
+        model = quantize_model(bert, scheme, skip_first_last=False, verbose=False)
+        quantized[scheme] = (model, to_tflite(model, folder / f"{scheme}.tflite"))
+    return x, to_tflite(bert, folder / "float.tflite", mode="float32"), quantized
 
 
 def test_keras_hub_bert_litert_helpers_feed_dict_inputs_by_name(bert, bert_files):
     from keras_hessian.export import evaluate_tflite, parity_report, predict_tflite
 
-    x, float_file, _, _ = bert_files
+    x, float_file, _ = bert_files
     independent = litert_logits(float_file, x)  # the test's own signature runner, one row at a time
     shuffled = {key: x[key] for key in reversed(list(x))}  # key order must not matter
     np.testing.assert_allclose(predict_tflite(float_file, shuffled), independent, atol=1e-6)
@@ -375,8 +378,10 @@ def test_keras_hub_bert_litert_helpers_feed_dict_inputs_by_name(bert, bert_files
         predict_tflite(float_file, x["token_ids"])
 
 
-def test_keras_hub_bert_integer_export_agrees_in_litert(bert_files):
-    x, float_file, quantized, int_file = bert_files
+@pytest.mark.parametrize("scheme", ["integer", "ternary_residual"])
+def test_keras_hub_bert_quantized_export_agrees_in_litert(bert_files, scheme):
+    x, float_file, quantized = bert_files
+    quantized, int_file = quantized[scheme]
     keras_logits = np.asarray(quantized(x, training=False))
     litert = litert_logits(int_file, x)
     assert int_file.stat().st_size < float_file.stat().st_size
