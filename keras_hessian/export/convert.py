@@ -118,8 +118,10 @@ def to_tflite(
     ```
 
     Args:
-        model: a built Keras 3 model (Sequential or functional; a subclassed model converts
-            only if it holds no quantized layer and no bfloat16 policy).
+        model: a built Keras 3 model (Sequential or functional, dict or several inputs
+            included, e.g. a KerasHub classifier: the file's serving signature then names each
+            input as the model does; a subclassed model converts only if it holds no quantized
+            layer and no bfloat16 policy).
         path: the `.tflite` file to write. Its directory must exist and be writable.
         mode: one of `MODES` (see above).
         representative_data: calibration inputs for `"int8"` / `"int16x8"` (required there):
@@ -127,8 +129,10 @@ def to_tflite(
             of examples or batches, or a TFLite-style callable returning an iterable of
             `[input_batch]` lists. A few hundred examples are enough.
         narrow_weights: in `"dynamic_int8"` and `"auto"` modes, store a weight tensor in int4
-            or int2 when that is lossless (checked in LiteRT against the int8 file): binary
-            kernels (+-alpha_c per output channel) then take 2 bits per weight.
+            or int2 when that is lossless (the same weight values; checked in LiteRT on a probe
+            batch: outputs equal to the int8 file's, or no farther than its from the float32
+            file's, as int4 hybrid kernels round activations differently): binary kernels
+            (+-alpha_c per output channel) then take 2 bits per weight.
         sparse: store pruned weight tensors in TFLite's sparse format
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`; values plus index arrays, for a kernel
             sparse enough to gain), in `"float32"` or `"int8"` mode (`SPARSE_MODES`): pruning and

@@ -171,8 +171,9 @@ def narrow_integer_weights(flatbuffer: bytes) -> bytes:
     `c`, whose levels divided by `g_c = gcd(|q[..., c]|)` fit in int2 (FullyConnected only) or
     int4, the weights `q * s_c` are dequantized to float32 and stored again by `ai-edge-quantizer`
     on the grid `s_c * g_c`: the same weights up to one float32 rounding of the scale. If LiteRT
-    cannot run the narrowed file, or its outputs differ from the int8 file on a probe batch, the
-    int8 file is returned unchanged.
+    cannot run the narrowed file, or its outputs differ from the int8 file on a probe batch while
+    being farther from the float32 weights' outputs than the int8 file (`keeps_narrow`), the int8
+    file is returned unchanged.
 
     Example:
 
