@@ -97,6 +97,16 @@ def is_functional(model: Any) -> bool:
     return isinstance(model, Functional)
 
 
+def input_structure(model: Any) -> Any:
+    """The model's inputs as its `call` expects them: a dict, list or single `KerasTensor`.
+
+    `model.inputs` is always a flat list (a dict-input KerasHub model's keys sorted away);
+    `Functional._inputs_struct` keeps the structure the model was built with.
+    """
+    structure = getattr(model, "_inputs_struct", None)
+    return structure if structure is not None else model.inputs
+
+
 def graph_nodes(model: Any) -> list[tuple[Any, list, list, dict]]:
     """`(operation, input_tensors, output_tensors, call_kwargs)` of every node of a Functional model's graph.
 

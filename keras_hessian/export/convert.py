@@ -1,7 +1,9 @@
 """Conversion of a Keras model to a TFLite file: the modes, `auto_mode`, the converter set-up.
 
 Conversion goes through `tf.lite.TFLiteConverter.from_keras_model` on the float32 inference copy
-(`inference_copy.py`); `"dynamic_int8"` weights are then stored by `storage.py`, and the weights of
+(`inference_copy.py`), or, for a model with dict or several inputs (a KerasHub model), through a
+concrete function whose input signature names each input (`from_keras_model` fails there under
+Keras 3); `"dynamic_int8"` weights are then stored by `storage.py`, and the weights of
 an `"auto"` file of a quantized model layer by layer by `planned_storage.py`. A converter failure
 is re-raised as a ValueError naming the user's layer. The file is written atomically.
 """
@@ -13,6 +15,7 @@ import io
 import os
 import pathlib
 import re
+import tempfile
 import warnings
 from typing import Any
 
@@ -20,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from keras_hessian._backend import require_tensorflow_backend
-from keras_hessian._compat import flatten_layers
+from keras_hessian._compat import flatten_layers, input_structure
 from keras_hessian._files import check_output_path, write_atomically
 from keras_hessian._validation import check_bool, check_choice
 from keras_hessian.export._checks import check_model
@@ -115,8 +118,10 @@ def to_tflite(
     ```
 
     Args:
-        model: a built Keras 3 model (Sequential or functional; a subclassed model converts
-            only if it holds no quantized layer and no bfloat16 policy).
+        model: a built Keras 3 model (Sequential or functional, dict or several inputs
+            included, e.g. a KerasHub classifier: the file's serving signature then names each
+            input as the model does; a subclassed model converts only if it holds no quantized
+            layer and no bfloat16 policy).
         path: the `.tflite` file to write. Its directory must exist and be writable.
         mode: one of `MODES` (see above).
         representative_data: calibration inputs for `"int8"` / `"int16x8"` (required there):
@@ -124,8 +129,10 @@ def to_tflite(
             of examples or batches, or a TFLite-style callable returning an iterable of
             `[input_batch]` lists. A few hundred examples are enough.
         narrow_weights: in `"dynamic_int8"` and `"auto"` modes, store a weight tensor in int4
-            or int2 when that is lossless (checked in LiteRT against the int8 file): binary
-            kernels (+-alpha_c per output channel) then take 2 bits per weight.
+            or int2 when that is lossless (the same weight values; checked in LiteRT on a probe
+            batch: outputs equal to the int8 file's, or no farther than its from the float32
+            file's, as int4 hybrid kernels round activations differently): binary kernels
+            (+-alpha_c per output channel) then take 2 bits per weight.
         sparse: store pruned weight tensors in TFLite's sparse format
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`; values plus index arrays, for a kernel
             sparse enough to gain), in `"float32"` or `"int8"` mode (`SPARSE_MODES`): pruning and
@@ -174,19 +181,23 @@ def to_tflite(
         split_ternary=mode == "dynamic_int8" and narrow_weights,
         static_activations=mode in _MODES_NEEDING_DATA,
     )
-    # "dynamic_int8" converts in float32; storage.py then quantizes the weights it chooses.
-    converter = _make_converter(inference.model, "float32" if mode == "dynamic_int8" else mode, representative)
-    if sparse:
-        converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    try:
-        # The converter's SavedModel step prints its endpoints; keep stdout for the user.
-        # Float inputs/outputs are kept on purpose: the converter's warning about missing
-        # input statistics does not apply.
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            flatbuffer = converter.convert()
-    except Exception as error:  # the converter raises several unrelated types
-        raise _conversion_error(error, inference.model, inference.origin, mode) from error
+    # The SavedModel of a dict-input model is written to (and removed with) a temporary folder.
+    with tempfile.TemporaryDirectory(prefix="keras_hessian_export_") as folder:
+        try:
+            # "dynamic_int8" converts in float32; storage.py then quantizes the weights it chooses.
+            converter = _make_converter(
+                inference.model, "float32" if mode == "dynamic_int8" else mode, representative, folder
+            )
+            if sparse:
+                converter.optimizations = [*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+            # The converter's SavedModel step prints its endpoints; keep stdout for the user.
+            # Float inputs/outputs are kept on purpose: the converter's warning about missing
+            # input statistics does not apply.
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+                flatbuffer = converter.convert()
+        except Exception as error:  # the converter raises several unrelated types
+            raise _conversion_error(error, inference.model, inference.origin, mode) from error
     if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
         raise ValueError(f"The TFLite converter returned no valid flatbuffer for mode={mode!r}.")
     if per_layer:
@@ -219,8 +230,15 @@ def auto_mode(model: keras.Model) -> str:
     return PER_LAYER if quantized else "float32"
 
 
-def _make_converter(model: keras.Model, mode: str, representative) -> tf.lite.TFLiteConverter:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+def _make_converter(model: keras.Model, mode: str, representative, folder: str) -> tf.lite.TFLiteConverter:
+    structure = input_structure(model)
+    if isinstance(structure, dict) or len(keras.tree.flatten(structure)) > 1:
+        # `from_keras_model` traces the flat `model.inputs` list, which a dict-input model
+        # (KerasHub) rejects, and then fails in tf_keras' call context ("'NoneType' object is
+        # not callable"); a SavedModel signature with the model's own input structure converts.
+        converter = _saved_model_converter(model, structure, folder)
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
     # Builtin ops only: a file with Flex (TF) ops needs the large Flex delegate on device.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if mode == "float32":
@@ -236,6 +254,27 @@ def _make_converter(model: keras.Model, mode: str, representative) -> tf.lite.TF
             else tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         ]
     return converter
+
+
+def _saved_model_converter(model: keras.Model, structure: Any, folder: str) -> tf.lite.TFLiteConverter:
+    """A converter of `model(inputs, training=False)` exported as a SavedModel signature with one named input each.
+
+    This is what `from_keras_model` itself does for a Keras 3 model, with the model's own input
+    structure (a dict stays a dict) instead of the flat `model.inputs` list its call rejects. A
+    concrete function handed to `from_concrete_functions` with the model as `trackable_obj` keeps
+    the weights as uninitialized resource variables in the file (LiteRT then returns NaN).
+    """
+    names = {id(tensor): key for key, tensor in structure.items()} if isinstance(structure, dict) else {}
+    spec = keras.tree.map_structure(
+        lambda tensor: tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=names.get(id(tensor), tensor.name)),
+        structure,
+    )
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda inputs: model(inputs, training=False), [spec])
+    with contextlib.redirect_stdout(io.StringIO()):
+        archive.write_out(folder, verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(folder)
 
 
 _UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither")

@@ -2,6 +2,10 @@
 
 The interpreter is `ai_edge_litert.interpreter.Interpreter` (imported on first use). Integer
 inputs/outputs of a fully quantized file are (de)quantized with the file's own scale and zero point.
+A file with several inputs (a dict-input KerasHub model) is fed a dict of arrays by name: each
+key is matched to the name of the file's serving-signature input (the input's name in the Keras
+model, which `to_tflite` keeps), or else to the input tensor's name without TFLite's
+`serving_default_` prefix and `:0` suffix.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ __all__ = ["evaluate_tflite", "format_parity_report", "parity_report", "predict_
 def predict_tflite(
     path: str | os.PathLike, x: Any, *, batch_size: int = 256, num_threads: int | None = None
 ) -> np.ndarray:
-    """Run a single-input, single-output TFLite file on `x` with the LiteRT interpreter.
+    """Run a single-output TFLite file on `x` with the LiteRT interpreter.
 
     Use it to get the raw outputs (logits) of an exported file; integer inputs/outputs of a
     fully quantized file are (de)quantized with the file's own scale and zero point.
@@ -36,7 +40,8 @@ def predict_tflite(
 
     Args:
         path: a `.tflite` file.
-        x: inputs, batch axis first.
+        x: inputs, batch axis first; for a file with several inputs, a dict of such arrays
+            keyed by input name (e.g. `{"token_ids": ..., "segment_ids": ..., "padding_mask": ...}`).
         batch_size: examples per interpreter call (the file's batch axis must be dynamic for
             more than 1).
         num_threads: interpreter threads (`None`: LiteRT's default).
@@ -45,19 +50,22 @@ def predict_tflite(
         float32 outputs, batch axis first.
     """
     batch_size = check_int("batch_size", batch_size)
-    interpreter, input_detail, output_detail = _open_interpreter(path, num_threads)
-    x = _as_inputs(x, input_detail, "x")
-    if input_detail["shape_signature"][0] != -1:
-        batch_size = int(input_detail["shape"][0])
+    interpreter, input_details, output_detail = _open_interpreter(path, num_threads)
+    x = _as_inputs(x, input_details, "x")
+    if any(detail["shape_signature"][0] != -1 for detail in input_details.values()):
+        batch_size = int(next(iter(input_details.values()))["shape"][0])
     outputs = []
     current = None
-    for start in range(0, len(x), batch_size):
-        chunk = x[start : start + batch_size]
-        if chunk.shape != current:
-            interpreter.resize_tensor_input(input_detail["index"], list(chunk.shape))
+    for start in range(0, _length(x), batch_size):
+        chunk = {name: values[start : start + batch_size] for name, values in x.items()}
+        shapes = [values.shape for values in chunk.values()]
+        if shapes != current:
+            for name, detail in input_details.items():
+                interpreter.resize_tensor_input(detail["index"], list(chunk[name].shape))
             interpreter.allocate_tensors()
-            current = chunk.shape
-        interpreter.set_tensor(input_detail["index"], _quantize(chunk, input_detail))
+            current = shapes
+        for name, detail in input_details.items():
+            interpreter.set_tensor(detail["index"], _quantize(chunk[name], detail))
         interpreter.invoke()
         outputs.append(_dequantize(interpreter.get_tensor(output_detail["index"]), output_detail))
     return np.concatenate(outputs, axis=0)
@@ -86,7 +94,8 @@ def evaluate_tflite(
 
     Args:
         path: a `.tflite` file.
-        data: `(x, y)` with integer labels `y` of shape `(n,)` or `(n, 1)`, or one-hot labels.
+        data: `(x, y)` with integer labels `y` of shape `(n,)` or `(n, 1)`, or one-hot labels;
+            `x` a dict of arrays by input name for a file with several inputs.
         latency_examples: how many batch-1 calls the median is taken over.
         num_threads: interpreter threads (`None`: LiteRT's default).
 
@@ -98,18 +107,27 @@ def evaluate_tflite(
     outputs = predict_tflite(path, x, num_threads=num_threads)
     accuracy = float(np.mean(np.argmax(outputs, axis=-1) == y))
 
-    interpreter, input_detail, output_detail = _open_interpreter(path, num_threads)
-    x = _as_inputs(x, input_detail, "data")
-    interpreter.resize_tensor_input(input_detail["index"], [1, *x.shape[1:]])
+    interpreter, input_details, output_detail = _open_interpreter(path, num_threads)
+    x = _as_inputs(x, input_details, "data")
+    for name, detail in input_details.items():
+        interpreter.resize_tensor_input(detail["index"], [1, *x[name].shape[1:]])
     interpreter.allocate_tensors()
-    samples = [_quantize(x[i : i + 1], input_detail) for i in range(min(latency_examples, len(x)))]
+    samples = [
+        {name: _quantize(x[name][i : i + 1], detail) for name, detail in input_details.items()}
+        for i in range(min(latency_examples, _length(x)))
+    ]
+
+    def feed(sample):
+        for name, detail in input_details.items():
+            interpreter.set_tensor(detail["index"], sample[name])
+
     for sample in samples[:10]:  # warm-up: first invokes allocate and pack weights
-        interpreter.set_tensor(input_detail["index"], sample)
+        feed(sample)
         interpreter.invoke()
     times = []
     for sample in samples:
         start = time.perf_counter()
-        interpreter.set_tensor(input_detail["index"], sample)
+        feed(sample)
         interpreter.invoke()
         interpreter.get_tensor(output_detail["index"])
         times.append(time.perf_counter() - start)
@@ -117,7 +135,7 @@ def evaluate_tflite(
         "accuracy": accuracy,
         "latency_ms": 1000.0 * statistics.median(times),
         "file_bytes": os.path.getsize(path),
-        "num_examples": len(x),
+        "num_examples": _length(x),
     }
 
 
@@ -145,7 +163,8 @@ def parity_report(
     Args:
         model: the Keras model that was exported.
         path: the `.tflite` file.
-        data: inputs `x`, or `(x, y)` to also report both accuracies.
+        data: inputs `x`, or `(x, y)` to also report both accuracies; `x` a dict of arrays by
+            input name for a model with dict inputs (a KerasHub model), as the model takes it.
         batch_size: examples per call, for Keras and LiteRT alike.
         num_threads: interpreter threads (`None`: LiteRT's default).
 
@@ -158,10 +177,10 @@ def parity_report(
     litert = predict_tflite(path, x, batch_size=batch_size, num_threads=num_threads)
     reference = np.concatenate(
         [
-            keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False)).astype(
+            keras.ops.convert_to_numpy(model(_rows(x, i, i + batch_size), training=False)).astype(
                 np.float32
             )
-            for i in range(0, len(x), batch_size)
+            for i in range(0, _length(x), batch_size)
         ],
         axis=0,
     )
@@ -174,7 +193,7 @@ def parity_report(
     keras_top1 = np.argmax(reference, axis=-1)
     litert_top1 = np.argmax(litert, axis=-1)
     report = {
-        "num_examples": len(x),
+        "num_examples": _length(x),
         "max_abs_logit_diff": float(difference.max()),
         "mean_abs_logit_diff": float(difference.mean()),
         "top1_agreement": float(np.mean(keras_top1 == litert_top1)),
@@ -196,7 +215,15 @@ def format_parity_report(report: dict[str, float], path: str | os.PathLike | Non
     return "\n".join(lines)
 
 
-def _split_data(data: Any, need_labels: bool) -> tuple[np.ndarray, np.ndarray | None]:
+def _length(x: np.ndarray | dict[str, np.ndarray]) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _rows(x: np.ndarray | dict[str, np.ndarray], start: int, stop: int) -> np.ndarray | dict[str, np.ndarray]:
+    return {key: values[start:stop] for key, values in x.items()} if isinstance(x, dict) else x[start:stop]
+
+
+def _split_data(data: Any, need_labels: bool) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray | None]:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = data
     elif need_labels:
@@ -206,20 +233,29 @@ def _split_data(data: Any, need_labels: bool) -> tuple[np.ndarray, np.ndarray | 
         )
     else:
         x, y = data, None
-    x = np.asarray(x)
-    if x.ndim < 2 or len(x) == 0:
-        raise ValueError(
-            f"data inputs must be a non-empty array with a batch axis. Received shape {x.shape}."
-        )
+    if isinstance(x, dict):
+        x = {key: np.asarray(values) for key, values in x.items()}
+        lengths = {key: len(values) if values.ndim else 0 for key, values in x.items()}
+        if not x or min(lengths.values()) == 0 or len(set(lengths.values())) != 1:
+            raise ValueError(
+                "data inputs given as a dict must hold non-empty arrays with the same batch size. "
+                f"Received batch sizes {lengths}."
+            )
+    else:
+        x = np.asarray(x)
+        if x.ndim < 2 or len(x) == 0:
+            raise ValueError(
+                f"data inputs must be a non-empty array with a batch axis. Received shape {x.shape}."
+            )
     if y is not None:
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[-1] == 1:  # a column of class indices, as Keras accepts
             y = y[:, 0]
         elif y.ndim == 2:  # one-hot (or soft) rows
             y = np.argmax(y, axis=-1)
-        if y.shape != (len(x),):
+        if y.shape != (_length(x),):
             raise ValueError(
-                f"data labels must have one entry per input ({len(x)}). Received shape {y.shape}."
+                f"data labels must have one entry per input ({_length(x)}). Received shape {y.shape}."
             )
     return x, y
 
@@ -245,25 +281,59 @@ def _open_interpreter(path: Any, num_threads: int | None):
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
+    if len(outputs) != 1:
         raise ValueError(
-            "Only single-input, single-output files are evaluated here. Received a file with "
-            f"{len(inputs)} inputs and {len(outputs)} outputs at path={str(path)!r}."
+            "Only single-output files are evaluated here. Received a file with "
+            f"{len(outputs)} outputs at path={str(path)!r}."
         )
-    return interpreter, inputs[0], outputs[0]
+    return interpreter, _input_names(interpreter, inputs), outputs[0]
 
 
-def _as_inputs(x: Any, detail: dict, argument: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    expected = tuple(int(d) for d in detail["shape_signature"][1:])
-    if x.ndim != len(expected) + 1 or any(
-        want != -1 and want != got for want, got in zip(expected, x.shape[1:])
-    ):
+def _input_names(interpreter: Any, inputs: list[dict]) -> dict[str, dict]:
+    """The file's input details by input name: the serving signature's names, else the tensors' own."""
+    by_index = {detail["index"]: detail for detail in inputs}
+    signatures = interpreter.get_signature_list()
+    if len(signatures) == 1:
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        named = {name: by_index.get(detail["index"]) for name, detail in runner.get_input_details().items()}
+        if len(named) == len(inputs) and all(detail is not None for detail in named.values()):
+            return named
+    return {_tensor_input_name(detail["name"]): detail for detail in inputs}
+
+
+def _tensor_input_name(name: str) -> str:
+    name = name.split(":")[0]
+    return name.removeprefix("serving_default_")
+
+
+def _as_inputs(x: Any, details: dict[str, dict], argument: str) -> dict[str, np.ndarray]:
+    """`x` as float32 arrays by the file's input names (a single array for a single-input file)."""
+    if isinstance(x, dict):
+        if set(x) != set(details):
+            raise ValueError(
+                f"{argument} must be a dict with the file's input names {sorted(details)} as keys. "
+                f"Received keys {sorted(map(str, x))}."
+            )
+        arrays = {name: np.asarray(x[name], dtype=np.float32) for name in details}
+    elif len(details) == 1:
+        arrays = {next(iter(details)): np.asarray(x, dtype=np.float32)}
+    else:
         raise ValueError(
-            f"{argument} must hold inputs of shape (batch, {', '.join(map(str, expected))}) "
-            f"for this file. Received shape {x.shape}."
+            f"{argument} must be a dict of arrays by input name for this file with {len(details)} inputs "
+            f"{sorted(details)}. Received {type(x).__name__}."
         )
-    return x
+    for name, detail in details.items():
+        expected = tuple(int(d) for d in detail["shape_signature"][1:])
+        values = arrays[name]
+        if values.ndim != len(expected) + 1 or any(
+            want != -1 and want != got for want, got in zip(expected, values.shape[1:])
+        ):
+            which = f"{argument}[{name!r}]" if len(details) > 1 else argument
+            raise ValueError(
+                f"{which} must hold inputs of shape (batch, {', '.join(map(str, expected))}) "
+                f"for this file. Received shape {values.shape}."
+            )
+    return arrays
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:

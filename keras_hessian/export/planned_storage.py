@@ -17,7 +17,8 @@ of the float32 file is matched to its kernel by value and gets one `ai-edge-quan
 
 Int2 / int4 entries are dynamic-range (hybrid) ops, as int8 ones. The exactness check of
 `storage.py` stays: the file is run in LiteRT against the same plan with every grid-recovered
-narrow filter at int8 on the same grid, and that int8 file is kept if the outputs differ.
+narrow filter at int8 on the same grid, and that int8 file is kept if the outputs differ and the
+narrow file is farther from the float32 file than it (`storage.keeps_narrow`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 
 import numpy as np
 
-from keras_hessian.export.storage import _filter_ops, _library, _tflite_layouts, exact_bits, same_outputs
+from keras_hessian.export.storage import _filter_ops, _library, _tflite_layouts, exact_bits, keeps_narrow
 
 __all__ = ["STORAGE_KINDS", "KernelStorage", "store_planned_weights"]
 
@@ -133,4 +134,4 @@ def store_planned_weights(flatbuffer: bytes, kernels: list[KernelStorage], *, na
     if reference_entries == entries:
         return planned
     reference = _quantize(flatbuffer, reference_entries)
-    return planned if same_outputs(reference, planned) else reference
+    return planned if keeps_narrow(flatbuffer, reference, planned) else reference

@@ -172,3 +172,22 @@ def test_narrow_integer_weights_narrows_a_converter_int8_file(tmp_path):
     int8_path.write_bytes(int8)
     x = rng.normal(size=(8, 512)).astype(np.float32)
     np.testing.assert_allclose(predict_tflite(path, x), predict_tflite(int8_path, x), atol=1e-5)
+
+
+def test_keeps_narrow_accepts_no_larger_error_against_float_and_rejects_storage_faults(tmp_path):
+    from keras_hessian.export.storage import keeps_narrow, same_outputs
+
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((256,)), kh_layers.BinaryDense(128, per_channel_scale=True)])
+    float_file = to_tflite(model, tmp_path / "f.tflite", mode="float32").read_bytes()
+    int8 = to_tflite(model, tmp_path / "i8.tflite", mode="dynamic_int8", narrow_weights=False).read_bytes()
+    int2 = to_tflite(model, tmp_path / "i2.tflite", mode="dynamic_int8").read_bytes()
+    assert keeps_narrow(float_file, int8, int2)  # same outputs as the int8 file
+    # The float file itself differs from the int8 file by the hybrid kernel's activation rounding but
+    # has no error against the float truth: kept by the second test, not by the first.
+    assert not same_outputs(int8, float_file) and keeps_narrow(float_file, int8, float_file)
+    # A storage fault: the same levels at scales 1.5x too large; and a file LiteRT cannot read.
+    model.layers[0].kernel.assign(1.5 * model.layers[0].kernel)
+    faulty = to_tflite(model, tmp_path / "bad.tflite", mode="dynamic_int8").read_bytes()
+    assert not keeps_narrow(float_file, int8, faulty)
+    assert not keeps_narrow(float_file, int8, b"not a flatbuffer")

@@ -337,12 +337,6 @@ def test_ternary_residual_export_agrees_with_keras_in_litert(exported, name):
     assert np.mean(litert_logits(ternary_file, x).argmax(-1) == keras_top1) >= 0.99
 
 
-@pytest.mark.xfail(
-    raises=ValueError,
-    strict=True,
-    reason="to_tflite of the KerasHub BERT classifier (dict inputs) fails in TFLiteConverter.from_keras_model: "
-    "tflite_keras_util's tf_keras call context is None under Keras 3 (export/convert.py)",
-)
 def test_keras_hub_bert_float_export_runs_in_litert(bert, tokens, tmp_path):
     from keras_hessian.export import to_tflite
 
@@ -350,3 +344,47 @@ def test_keras_hub_bert_float_export_runs_in_litert(bert, tokens, tmp_path):
     float_file = to_tflite(bert, tmp_path / "bert.tflite", mode="float32")
     reference = np.asarray(bert(x, training=False)).argmax(-1)
     assert np.mean(litert_logits(float_file, x).argmax(-1) == reference) >= 0.99
+
+
+@pytest.fixture(scope="module")
+def bert_files(bert, tmp_path_factory):
+    """32 digit-token rows, the BERT classifier's float file, and per scheme its quantized copy and "auto" file."""
+    from keras_hessian.export import to_tflite
+
+    folder = tmp_path_factory.mktemp("bert")
+    x = architectures.bert_inputs(load_digits_tokens()[1][0][:32])
+    quantized = {}
+    for scheme in ("integer", "ternary_residual"):
+        model = quantize_model(bert, scheme, skip_first_last=False, verbose=False)
+        quantized[scheme] = (model, to_tflite(model, folder / f"{scheme}.tflite"))
+    return x, to_tflite(bert, folder / "float.tflite", mode="float32"), quantized
+
+
+def test_keras_hub_bert_litert_helpers_feed_dict_inputs_by_name(bert, bert_files):
+    from keras_hessian.export import evaluate_tflite, parity_report, predict_tflite
+
+    x, float_file, _ = bert_files
+    independent = litert_logits(float_file, x)  # the test's own signature runner, one row at a time
+    shuffled = {key: x[key] for key in reversed(list(x))}  # key order must not matter
+    np.testing.assert_allclose(predict_tflite(float_file, shuffled), independent, atol=1e-6)
+    np.testing.assert_allclose(independent, np.asarray(bert(x, training=False)), atol=1e-5)
+    labels = np.asarray(bert(x, training=False)).argmax(-1)
+    report = parity_report(bert, float_file, (x, labels))
+    assert report["top1_agreement"] == 1.0 and report["keras_accuracy"] == 1.0 and report["num_examples"] == 32
+    assert evaluate_tflite(float_file, (x, labels), latency_examples=3)["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="token_ids"):
+        predict_tflite(float_file, {"token_ids": x["token_ids"]})
+    with pytest.raises(ValueError, match="dict"):
+        predict_tflite(float_file, x["token_ids"])
+
+
+@pytest.mark.parametrize("scheme", ["integer", "ternary_residual"])
+def test_keras_hub_bert_quantized_export_agrees_in_litert(bert_files, scheme):
+    x, float_file, quantized = bert_files
+    quantized, int_file = quantized[scheme]
+    keras_logits = np.asarray(quantized(x, training=False))
+    litert = litert_logits(int_file, x)
+    assert int_file.stat().st_size < float_file.stat().st_size
+    assert np.mean(litert.argmax(-1) == keras_logits.argmax(-1)) >= 0.99
+    # int8 hybrid kernels round activations per row: a small error against the Keras logits' own range.
+    assert np.abs(litert - keras_logits).max() <= 0.05 * np.abs(keras_logits).max()
