@@ -272,7 +272,7 @@ def quantization(name: str, quick: bool, epochs: int, fine_tune_epochs: int) -> 
     """Train the float model, then per scheme: quantize, fine-tune, export, run in LiteRT (errors recorded)."""
     from keras_hessian import evaluate_tflite, quantize_model, to_tflite
     from keras_hessian.export import parity_report
-    from keras_hessian.quantize import scheme_names
+    from keras_hessian.quantize import recalibrate_batch_norm, scheme_names
 
     (x, y), (xt, yt) = load(name)
     if quick:
@@ -280,6 +280,9 @@ def quantization(name: str, quick: bool, epochs: int, fine_tune_epochs: int) -> 
     model = build(name)
     model.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
     model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
+    # MobileNetV2's BatchNorm momentum (0.999) leaves its moving statistics near their start after a
+    # short fit, and the inference-mode model at chance: set them to the training inputs' statistics.
+    recalibrate_batch_norm(model, x)
     latency_examples = 10 if quick else 100
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

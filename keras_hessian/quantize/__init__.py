@@ -8,7 +8,7 @@ bfloat16 and float32; `quantize_model` itself reads the registry at each call.
 
 from keras_hessian.layers import registry
 from keras_hessian.quantize._plan import scheme_names
-from keras_hessian.quantize.fold import fold_batch_norm
+from keras_hessian.quantize.fold import fold_batch_norm, recalibrate_batch_norm
 from keras_hessian.quantize.quantize_model import quantize_model
 from keras_hessian.quantize.report import LayerOutcome, QuantizeReport
 from keras_hessian.quantize.summary import QuantizationSummary, quantization_summary
@@ -25,4 +25,5 @@ __all__ = [
     "fold_batch_norm",
     "quantization_summary",
     "quantize_model",
+    "recalibrate_batch_norm",
 ]

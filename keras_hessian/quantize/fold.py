@@ -29,7 +29,7 @@ from keras_hessian import _compat
 from keras_hessian._backend import require_tensorflow_backend
 from keras_hessian._layers import walk_layers
 
-__all__ = ["fold_batch_norm", "fold_batch_norm_with_record"]
+__all__ = ["fold_batch_norm", "fold_batch_norm_with_record", "recalibrate_batch_norm"]
 
 _LINEAR_TYPES = (
     keras.layers.Dense,
@@ -223,3 +223,29 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
         ValueError: `model` is not built.
     """
     return fold_batch_norm_with_record(model)[0]
+
+
+def recalibrate_batch_norm(model: keras.Model, x: Any, batch_size: int = 512) -> keras.Model:
+    """Set every BatchNormalization's moving statistics to those of `x`, in place, and return `model`.
+
+    Before folding or quantizing a model trained briefly (MobileNetV2's momentum of 0.999 leaves
+    the moving statistics near their initial values after a few epochs, so the inference-mode
+    model is near chance), or after a quantized fine-tune: one forward pass in training mode with
+    momentum 0 over the first `batch_size` examples of `x`. Only the moving mean and variance
+    change; trainable weights and each layer's momentum are as before, also on error.
+    """
+    require_tensorflow_backend()
+    norms = [layer for _, layer in walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not norms:
+        return model
+    if not hasattr(x, "__len__") or len(x) == 0:
+        raise ValueError(f"x must be a non-empty batch of the model's inputs. Received {type(x).__name__}.")
+    momentum = [layer.momentum for layer in norms]
+    try:
+        for layer in norms:
+            layer.momentum = 0.0
+        model(x[:batch_size], training=True)
+    finally:
+        for layer, value in zip(norms, momentum):
+            layer.momentum = value
+    return model

@@ -138,3 +138,22 @@ def test_subclassed_and_unbuilt_models_are_refused():
         fold_batch_norm(model)
     with pytest.raises(ValueError, match="built"):
         fold_batch_norm(keras.Sequential([keras.layers.Dense(2)]))
+
+
+def test_recalibrate_batch_norm_sets_the_statistics_of_the_inputs_and_keeps_the_rest():
+    from keras_hessian.quantize import recalibrate_batch_norm
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((6, 6, 2))
+    hidden = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.999, name="bn")(hidden))
+    x = np.random.default_rng(0).normal(2.0, 3.0, (40, 6, 6, 2)).astype("float32")
+    kernel = model.get_layer("conv").kernel.numpy().copy()
+    recalibrate_batch_norm(model, x)
+    features = keras.Model(inputs, hidden)(x).numpy().reshape(-1, 3)  # what the BatchNorm saw, computed apart
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), features.var(axis=0), rtol=1e-3)
+    assert bn.momentum == 0.999 and np.array_equal(model.get_layer("conv").kernel.numpy(), kernel)
+    with pytest.raises(ValueError, match="x must be"):
+        recalibrate_batch_norm(model, np.zeros((0, 6, 6, 2), "float32"))

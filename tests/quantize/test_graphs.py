@@ -11,7 +11,7 @@ import pytest
 from keras_hessian import architectures
 from keras_hessian.data import load_digits_tokens
 from keras_hessian.layers import registry
-from keras_hessian.quantize import SCHEMES, QuantizeReport, quantize_model
+from keras_hessian.quantize import SCHEMES, QuantizeReport, quantize_model, recalibrate_batch_norm
 
 
 def weights_of(model):
@@ -244,23 +244,9 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 def _short_fit(model, x, y, epochs, learning_rate, batch_size=64):
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=LOSS)
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
-    batch_norms = [layer for _, layer in walk(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    if batch_norms:
-        # MobileNetV2's momentum 0.999 leaves the moving statistics near their start after a short fit:
-        # set them once to the statistics of the training inputs, as a longer fit would approach.
-        momentum = [layer.momentum for layer in batch_norms]
-        for layer in batch_norms:
-            layer.momentum = 0.0
-        model(x[:512], training=True)
-        for layer, value in zip(batch_norms, momentum):
-            layer.momentum = value
+    # MobileNetV2's momentum 0.999 leaves the moving statistics near their start after a short fit.
+    recalibrate_batch_norm(model, x)
     return model
-
-
-def walk(model):
-    from keras_hessian._layers import walk_layers
-
-    return walk_layers(model)
 
 
 def litert_logits(path, x):
