@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+
+from keras_hessian.quantize._lines import PrintsLines
 
 __all__ = ["LayerOutcome", "QuantizeReport"]
 
@@ -59,7 +59,7 @@ class LayerOutcome:
     new_type: str = ""
 
 
-class QuantizeReport:
+class QuantizeReport(PrintsLines):
     """The record of one `quantize_model` call: per layer path, quantized with what, or kept float and why.
 
     `quantize_model` prints its `summary()` (unless `verbose=False`) and attaches it to the new
@@ -140,19 +140,6 @@ class QuantizeReport:
         rule = "=" * (sum(widths) + 6)
         return [f'Quantize report: "{self.model_name}" ({self.scheme})', rule, render(header), rule,
                 *(render(cell) for cell in cells), rule, *self.summary()]
-
-    def print(self, print_fn: Callable[[str], Any] = print) -> None:
-        """Send the full table to `print_fn` line by line (default: `print`)."""
-        for line in self.lines():
-            print_fn(line)
-
-    def __repr__(self) -> str:
-        return "\n".join(self.lines())
-
-    __str__ = __repr__
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
 
 
 def _is_folded(row: LayerOutcome) -> bool:

@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_hessian import _compat
 from keras_hessian.layers import kernel_matrix_shape, registry
+from keras_hessian.quantize._lines import PrintsLines
 from keras_hessian.quantize._plan import is_quantizable, walk_layers
 
 __all__ = ["QuantizationSummary", "kernel_multiplications", "quantization_summary"]
@@ -156,7 +157,7 @@ def _layer_cost(path: str, layer: keras.layers.Layer) -> dict:
     return row
 
 
-class QuantizationSummary(dict):
+class QuantizationSummary(PrintsLines, dict):
     """The report of `quantization_summary`: `{"layers": [row, ...], "total": {...}}`, shown as a table.
 
     Use it as the dict it is, print it (`print(report)`, `report.print()`), or read
@@ -220,20 +221,6 @@ class QuantizationSummary(dict):
             f"Multiplications replaced by sign/add: {count(total['replaced_multiplications'])}",
             double,
         ]
-
-    def print(self, print_fn: Callable[[str], Any] = print) -> None:
-        """Send the table to `print_fn` line by line (default: `print`)."""
-        for line in self.lines():
-            print_fn(line)
-
-    def __repr__(self) -> str:
-        return "\n".join(self.lines())
-
-    __str__ = __repr__
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        # IPython would otherwise pretty-print the dict, not the table.
-        printer.text(repr(self))
 
 
 def quantization_summary(
