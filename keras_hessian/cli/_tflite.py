@@ -33,9 +33,16 @@ def export_data(name: str, model: Any) -> tuple[Any, tuple[Any, Any]]:
 
 
 def write_checked(
-    model: Any, output: str, mode: str, calibration: Any, evaluation: Any, *, sparse: bool = False
+    model: Any,
+    output: str,
+    mode: str,
+    calibration: Any,
+    evaluation: Any,
+    *,
+    sparse: bool = False,
+    weight_only: bool = False,
 ) -> tuple[str, dict | None]:
-    """Convert `model` to `output` (`to_tflite`, `sparse` storage if asked), with the parity report on `evaluation`.
+    """Convert `model` to `output` (`to_tflite`, `sparse` / `weight_only` storage if asked), with the parity report on `evaluation`.
 
     Returns `(absolute target path, report or None)`.
     """
@@ -45,7 +52,9 @@ def write_checked(
     directory, name = os.path.split(target)
     temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.tflite")
     try:
-        written = export.to_tflite(model, temporary, mode=mode, representative_data=calibration, sparse=sparse)
+        written = export.to_tflite(
+            model, temporary, mode=mode, representative_data=calibration, sparse=sparse, weight_only=weight_only
+        )
         report = None if evaluation is None else export.parity_report(model, written, evaluation)
         os.replace(written, target)
     finally:

@@ -52,6 +52,13 @@ def add_parser(subparsers: Any) -> None:
         help="training examples used to calibrate int8/int16x8 (default: 200)",
     )
     parser.add_argument(
+        "--weight-only",
+        action="store_true",
+        help="store integer weights for float compute (dequantized when LiteRT loads the file) instead of "
+        "hybrid kernels: outputs equal to Keras' where the levels are exact; modes auto (quantized models) "
+        "and dynamic_int8",
+    )
+    parser.add_argument(
         "--unsafe", action="store_true",
         help="load with safe_mode=False (runs Python code stored in the file, e.g. a Lambda layer): trusted files only",
     )
@@ -80,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         calibration, evaluation = export_data(args.data, model)
         calibration = calibration[:representative_examples]
     shown_mode = f"auto ({export.auto_mode(model)})" if args.mode == "auto" else args.mode
-    target, report = write_checked(model, args.output, args.mode, calibration, evaluation)
+    target, report = write_checked(model, args.output, args.mode, calibration, evaluation, weight_only=args.weight_only)
     if report is None:
         print(f"wrote {target} ({os.path.getsize(target):,} bytes, mode {shown_mode})")
         return 0

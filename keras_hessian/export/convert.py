@@ -53,6 +53,7 @@ def to_tflite(
     mode: str = "auto",
     representative_data: Any = None,
     narrow_weights: bool = True,
+    weight_only: bool = False,
     sparse: bool = False,
     fold_batch_norm: bool = False,
 ) -> pathlib.Path:
@@ -133,6 +134,16 @@ def to_tflite(
             batch: outputs equal to the int8 file's, or no farther than its from the float32
             file's, as int4 hybrid kernels round activations differently): binary kernels
             (+-alpha_c per output channel) then take 2 bits per weight.
+        weight_only: in `"dynamic_int8"` and `"auto"` modes of quantized models, store the
+            integer filters weight-only: the file keeps them as int4 / int8 (int2 filters as
+            int4: LiteRT has no int2 dequantization) and LiteRT dequantizes them to float32 once,
+            when it prepares the file; the ops then compute in float32. The outputs are the
+            Keras model's (to float rounding) wherever the stored levels are exact (binary,
+            ternary, integer layers), where hybrid kernels round every activation to int8 on the
+            fly: on a briefly trained MobileNetV2 that moved the top-1 class of 7-11% of the
+            digits. The file is as large; LiteRT holds float32 weights in memory and runs at
+            float32 speed (on the CPUs here faster than the hybrid kernels). See
+            `benchmarks/results/litert_kernels.md`.
         sparse: store pruned weight tensors in TFLite's sparse format
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`; values plus index arrays, for a kernel
             sparse enough to gain), in `"float32"` or `"int8"` mode (`SPARSE_MODES`): pruning and
@@ -156,6 +167,7 @@ def to_tflite(
     check_model(model)
     check_choice("mode", mode, MODES)
     narrow_weights = check_bool("narrow_weights", narrow_weights)
+    weight_only = check_bool("weight_only", weight_only)
     sparse = check_bool("sparse", sparse)
     fold = check_bool("fold_batch_norm", fold_batch_norm)
     target = check_output_path(path)
@@ -165,6 +177,11 @@ def to_tflite(
         mode = auto_mode(model)
     if sparse and mode not in SPARSE_MODES:
         raise ValueError(f"sparse=True works with mode in {list(SPARSE_MODES)}. Received mode={mode!r}.")
+    if weight_only and mode not in ("dynamic_int8", PER_LAYER):
+        raise ValueError(
+            "weight_only=True stores integer weights for float compute: it needs mode='dynamic_int8', or "
+            f"mode='auto' on a model with quantized layers. Received mode={mode!r} (after 'auto')."
+        )
     per_layer = mode == PER_LAYER
     if per_layer:
         mode = "dynamic_int8"  # converted in float32; planned_storage.py stores each layer
@@ -178,7 +195,8 @@ def to_tflite(
     )
     inference = build_inference_copy(
         model,
-        split_ternary=mode == "dynamic_int8" and narrow_weights,
+        # The split pays only with int2 pieces, which only hybrid kernels run.
+        split_ternary=mode == "dynamic_int8" and narrow_weights and not weight_only,
         static_activations=mode in _MODES_NEEDING_DATA,
     )
     # The SavedModel of a dict-input model is written to (and removed with) a temporary folder.
@@ -201,10 +219,16 @@ def to_tflite(
     if len(flatbuffer) < 8 or flatbuffer[4:8] != b"TFL3":
         raise ValueError(f"The TFLite converter returned no valid flatbuffer for mode={mode!r}.")
     if per_layer:
-        flatbuffer = store_planned_weights(flatbuffer, list(inference.kernel_storage), narrow=narrow_weights)
+        flatbuffer = store_planned_weights(
+            flatbuffer, list(inference.kernel_storage), narrow=narrow_weights, weight_only=weight_only
+        )
     elif mode == "dynamic_int8":
         flatbuffer = store_dynamic_range_weights(
-            flatbuffer, inference.quantized_kernels, float_layers=True, narrow=narrow_weights
+            flatbuffer,
+            inference.quantized_kernels,
+            float_layers=True,
+            narrow=narrow_weights,
+            weight_only=weight_only,
         )
     write_atomically(target, flatbuffer)
     return target

@@ -15,7 +15,8 @@ of the float32 file is matched to its kernel by value and gets one `ai-edge-quan
   for DFP-16, float16 and bfloat16 layers;
 - filters of float32 layers get no entry and stay float32.
 
-Int2 / int4 entries are dynamic-range (hybrid) ops, as int8 ones. The exactness check of
+Int2 / int4 entries are dynamic-range (hybrid) ops, as int8 ones; with `weight_only` every
+integer entry is weight-only instead (dequantized in the file, float compute; int2 as int4). The exactness check of
 `storage.py` stays: the file is run in LiteRT against the same plan with every grid-recovered
 narrow filter at int8 on the same grid, and that int8 file is kept if the outputs differ and the
 narrow file is farther from the float32 file than it (`storage.keeps_narrow`).
@@ -29,7 +30,14 @@ import re
 
 import numpy as np
 
-from keras_hessian.export.storage import _filter_ops, _library, _tflite_layouts, exact_bits, keeps_narrow
+from keras_hessian.export.storage import (
+    _filter_ops,
+    _library,
+    _tflite_layouts,
+    add_integer_entry,
+    exact_bits,
+    keeps_narrow,
+)
 
 __all__ = ["STORAGE_KINDS", "KernelStorage", "store_planned_weights"]
 
@@ -76,7 +84,7 @@ def _entry(storage: KernelStorage, values: np.ndarray, op_name: str, narrow: boo
     return "minmax", 8
 
 
-def _quantize(flatbuffer: bytes, entries: dict[str, tuple]) -> bytes:
+def _quantize(flatbuffer: bytes, entries: dict[str, tuple], weight_only: bool) -> bytes:
     algorithm_manager, _, quantizer, _, _ = _library()
     names = algorithm_manager.AlgorithmName
     run = quantizer.Quantizer(bytearray(flatbuffer))
@@ -88,7 +96,7 @@ def _quantize(flatbuffer: bytes, entries: dict[str, tuple]) -> bytes:
             )
             continue
         key = names.DEQUANTIZED_WEIGHT_RECOVERY if algorithm == "recovery" else names.MIN_MAX_UNIFORM_QUANT
-        run.add_dynamic_config(regex=regex, operation_name=op_name, num_bits=bits, algorithm_key=key)
+        add_integer_entry(run, regex=regex, op_name=op_name, bits=bits, algorithm_key=key, weight_only=weight_only)
     return bytes(run.quantize(enable_progress_report=False).quantized_model)
 
 
@@ -111,13 +119,17 @@ def planned_entries(flatbuffer: bytes, kernels: list[KernelStorage], narrow: boo
     return entries
 
 
-def store_planned_weights(flatbuffer: bytes, kernels: list[KernelStorage], *, narrow: bool = True) -> bytes:
+def store_planned_weights(
+    flatbuffer: bytes, kernels: list[KernelStorage], *, narrow: bool = True, weight_only: bool = False
+) -> bytes:
     """Store each planned kernel of a float32 file at its own precision; other filters stay float32.
 
     Args:
         flatbuffer: a float32 `.tflite` file of the inference copy.
         kernels: the copy's `KernelStorage` records.
         narrow: use int2 / int4 where the levels fit (else int8 for every integer kernel).
+        weight_only: integer filters dequantized to float32 in the file (float compute) instead
+            of LiteRT's hybrid kernels (`storage.add_integer_entry`).
 
     Returns:
         The bytes of the stored file (the float file if no filter matches a planned kernel).
@@ -125,7 +137,7 @@ def store_planned_weights(flatbuffer: bytes, kernels: list[KernelStorage], *, na
     entries = planned_entries(flatbuffer, kernels, narrow)
     if not entries:
         return flatbuffer
-    planned = _quantize(flatbuffer, entries)
+    planned = _quantize(flatbuffer, entries, weight_only)
     # Grid-recovered narrow filters must compute what the same grid at int8 computes.
     reference_entries = {
         scope: (op, "recovery", 8) if algorithm == "recovery" and bits < 8 else (op, algorithm, bits)
@@ -133,5 +145,5 @@ def store_planned_weights(flatbuffer: bytes, kernels: list[KernelStorage], *, na
     }
     if reference_entries == entries:
         return planned
-    reference = _quantize(flatbuffer, reference_entries)
+    reference = _quantize(flatbuffer, reference_entries, weight_only)
     return planned if keeps_narrow(flatbuffer, reference, planned) else reference

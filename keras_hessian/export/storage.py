@@ -94,21 +94,40 @@ def exact_bits(weights: np.ndarray, op_name: str) -> int | None:
     return None
 
 
-def _quantize(flatbuffer: bytes, plan: dict[str, tuple], exact: bool) -> bytes:
-    """Run the library with one dynamic-range entry per op scope in `plan`."""
+def add_integer_entry(run, *, regex: str, op_name, bits: int, algorithm_key, weight_only: bool) -> None:
+    """One integer recipe entry: dynamic range (hybrid kernels) or weight-only (float compute).
+
+    Weight-only filters are stored as integers and dequantized to float32 by a DEQUANTIZE op,
+    which LiteRT evaluates once when it prepares the file; the op then computes in float32, so
+    the file computes what the Keras model computes wherever the stored levels are exact. The
+    library has no weight-only int2 (LiteRT has no int2 DEQUANTIZE): int2 filters go to int4,
+    which holds their levels too.
+    """
+    if weight_only:
+        run.add_weight_only_config(
+            regex=regex, operation_name=op_name, num_bits=max(bits, 4), algorithm_key=algorithm_key
+        )
+    else:
+        run.add_dynamic_config(regex=regex, operation_name=op_name, num_bits=bits, algorithm_key=algorithm_key)
+
+
+def _quantize(flatbuffer: bytes, plan: dict[str, tuple], exact: bool, weight_only: bool = False) -> bytes:
+    """Run the library with one integer entry per op scope in `plan`."""
     algorithm_manager, _, quantizer, _, _ = _library()
     run = quantizer.Quantizer(bytearray(flatbuffer))
     for scope, (op_name, bits) in plan.items():
         use_recovery = exact and bits is not None
-        run.add_dynamic_config(
+        add_integer_entry(
+            run,
             regex=f"^{re.escape(scope)}$",
-            operation_name=op_name,
-            num_bits=bits if use_recovery else 8,
+            op_name=op_name,
+            bits=bits if use_recovery else 8,
             algorithm_key=(
                 algorithm_manager.AlgorithmName.DEQUANTIZED_WEIGHT_RECOVERY
                 if use_recovery
                 else algorithm_manager.AlgorithmName.MIN_MAX_UNIFORM_QUANT
             ),
+            weight_only=weight_only,
         )
     return bytes(run.quantize(enable_progress_report=False).quantized_model)
 
@@ -126,6 +145,7 @@ def store_dynamic_range_weights(
     *,
     float_layers: bool,
     narrow: bool = True,
+    weight_only: bool = False,
 ) -> bytes:
     """Dynamic-range weight storage of a float32 file: sub-8-bit where exact, else int8.
 
@@ -135,6 +155,8 @@ def store_dynamic_range_weights(
         float_layers: whether the other FC/Conv2D filters are stored in int8 too (`"dynamic_int8"`)
             or kept float32 (`"auto"`).
         narrow: store a filter in int2/int4 where its levels fit exactly; else int8 throughout.
+        weight_only: dequantize the filters to float32 in the file (float compute) instead of
+            running LiteRT's hybrid kernels (`add_integer_entry`).
 
     Returns:
         The bytes of the quantized file (the float file if no filter qualifies).
@@ -156,10 +178,10 @@ def store_dynamic_range_weights(
             plan[scope] = (op_name, exact_bits(values, op_name.value) if narrow else None)
     if not plan:
         return flatbuffer
-    int8 = _quantize(flatbuffer, plan, exact=False)
+    int8 = _quantize(flatbuffer, plan, exact=False, weight_only=weight_only)
     if not any(bits is not None and bits < 8 for _, bits in plan.values()):
         return int8
-    narrowed = _quantize(flatbuffer, plan, exact=True)
+    narrowed = _quantize(flatbuffer, plan, exact=True, weight_only=weight_only)
     return narrowed if keeps_narrow(flatbuffer, int8, narrowed) else int8
 
 

@@ -18,3 +18,24 @@ def test_benchmark_quick_mode_writes_its_table(tmp_path):
     assert len(written) == len(rows) >= 3
     assert set(module.COLUMNS) <= set(written[0])
     assert written[0]["model"] == "float32" and written[0]["size_ratio"] == 1.0
+
+
+def test_litert_kernels_quick_mode(tmp_path):
+    # benchmarks/litert_kernels.py --quick: the transformer, binary; the weight-only file computes the
+    # Keras model's logits (float compute of exact levels), the hybrid file only approximately.
+    import importlib.util
+    import json
+    import pathlib
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "litert_kernels.py"
+    spec = importlib.util.spec_from_file_location("litert_kernels", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.run(quick=True, out=str(tmp_path))
+    rows = json.loads((tmp_path / "litert_kernels.json").read_text())["architectures"]["transformer_classifier"]
+    assert set(rows) == {"float32", "binary hybrid", "binary weight_only"}
+    exact = rows["binary weight_only"]
+    assert exact["litert_agreement"] == 1.0 and exact["max_abs_logit_diff"] < 1e-4
+    assert rows["binary hybrid"]["max_abs_logit_diff"] > 10 * exact["max_abs_logit_diff"]
+    assert exact["size_ratio"] < 1.0
+    assert "| transformer_classifier | binary weight_only |" in (tmp_path / "litert_kernels.md").read_text()

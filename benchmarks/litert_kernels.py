@@ -1,0 +1,136 @@
+"""LiteRT's hybrid kernels against weight-only storage, on MobileNetV2 and the transformer (issue 13).
+
+A `"dynamic_int8"` / `"auto"` file of a quantized model holds integer weights. By default LiteRT runs
+them in hybrid kernels, which quantize every activation to int8 on the fly; with
+`to_tflite(..., weight_only=True)` the file holds the same integers, LiteRT dequantizes them to
+float32 once, when it prepares the file, and the ops compute in float32. Per architecture
+(`keras_hessian.architectures`, trained as `real_models.py` trains them: 5 epochs, BatchNorm
+recalibrated, each scheme quantized with BatchNorm folded and fine-tuned one epoch) and per scheme,
+both files side by side, measured in one run: bytes over the float32 file's, LiteRT top-1 agreement
+with the Keras model and its accuracy, the largest logit difference from Keras, batch-1 latency.
+
+    nice -n 10 python benchmarks/litert_kernels.py           # ~6 minutes on 2 cores
+    python benchmarks/litert_kernels.py --quick               # smoke run: the transformer, tiny sizes
+
+Writes benchmarks/results/litert_kernels.{json,md}.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras
+import numpy as np
+
+from benchmarks._common import parser, write_results
+from benchmarks.real_models import LOSS, _accuracy, build, load, take
+
+ARCHITECTURES = ("mobilenet_v2", "transformer_classifier")
+SCHEMES = ("binary", "integer", "ternary_residual")
+STORAGES = {"hybrid": False, "weight_only": True}
+
+
+def _logits(model, x) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=128, verbose=0), dtype=np.float64)
+
+
+def _litert_logits(path, x) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], [len(x), *x.shape[1:]])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], np.asarray(x, dtype=detail["dtype"]))
+    interpreter.invoke()
+    return np.asarray(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), dtype=np.float64)
+
+
+def architecture(name: str, quick: bool) -> dict:
+    from keras_hessian import quantize_model, to_tflite
+    from keras_hessian.quantize import recalibrate_batch_norm
+
+    (x, y), (xt, yt) = load(name)
+    if quick:
+        x, y, xt, yt = take(x, 128), y[:128], take(xt, 64), yt[:64]
+    model = build(name)
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    model.fit(x, y, batch_size=32, epochs=1 if quick else 5, verbose=0)
+    recalibrate_batch_norm(model, x)
+    rows: dict = {"float32": {"keras_accuracy": _accuracy(model, xt, yt)}}
+    latency_examples = 10 if quick else 100
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = to_tflite(model, Path(tmp) / "float32.tflite", mode="float32")
+        float_bytes = float_path.stat().st_size
+        rows["float32"].update(file_bytes=float_bytes, **_litert(float_path, model, xt, yt, latency_examples))
+        for scheme in SCHEMES[:1] if quick else SCHEMES:
+            quantized = quantize_model(model, scheme, fold_batch_norm=True, verbose=False)
+            quantized.compile(keras.optimizers.Adam(1e-4), LOSS)
+            quantized.fit(x, y, batch_size=32, epochs=1, verbose=0)
+            for storage, weight_only in STORAGES.items():
+                path = to_tflite(quantized, Path(tmp) / f"{scheme}_{storage}.tflite", weight_only=weight_only)
+                row = {"keras_accuracy": _accuracy(quantized, xt, yt), "file_bytes": path.stat().st_size}
+                row["size_ratio"] = row["file_bytes"] / float_bytes
+                row.update(_litert(path, quantized, xt, yt, latency_examples))
+                rows[f"{scheme} {storage}"] = row
+    return rows
+
+
+def _litert(path, model, xt, yt, latency_examples: int) -> dict:
+    from keras_hessian import evaluate_tflite
+
+    keras_logits, litert_logits = _logits(model, xt), _litert_logits(path, xt)
+    report = evaluate_tflite(path, (xt, yt), latency_examples=latency_examples)
+    return {
+        "litert_accuracy": report["accuracy"],
+        "litert_agreement": float(np.mean(keras_logits.argmax(-1) == litert_logits.argmax(-1))),
+        "max_abs_logit_diff": float(np.abs(keras_logits - litert_logits).max()),
+        "litert_latency_ms": report["latency_ms"],
+    }
+
+
+def markdown(payload: dict) -> str:
+    lines = [
+        "# LiteRT hybrid kernels vs weight-only storage (float compute)",
+        "",
+        (
+            "Same quantized Keras model, two files: `to_tflite(q)` (hybrid: int weights, activations rounded to "
+            "int8 on the fly) and `to_tflite(q, weight_only=True)` (the same integers dequantized once at load, "
+            "float32 compute). Agreement: top-1 class equal to the Keras model's on the test split; latency: "
+            "median batch-1 ms. Command: `nice -n 10 python benchmarks/litert_kernels.py`."
+        ),
+        "",
+        "| architecture | model | file / float32 | Keras acc | LiteRT acc | LiteRT agreement | max logit diff | LiteRT ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, rows in payload["architectures"].items():
+        for label, row in rows.items():
+            ratio = row.get("size_ratio", 1.0)
+            lines.append(
+                f"| {name} | {label} | {ratio:.3f} | {row['keras_accuracy']:.3f} | {row['litert_accuracy']:.3f} "
+                f"| {row['litert_agreement']:.3f} | {row['max_abs_logit_diff']:.2g} | {row['litert_latency_ms']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def run(quick: bool = False, out: str | None = None) -> dict:
+    names = ARCHITECTURES[1:] if quick else ARCHITECTURES
+    payload = {"quick": quick, "architectures": {}}
+    for name in names:
+        payload["architectures"][name] = architecture(name, quick)
+        print(name, payload["architectures"][name], flush=True)
+    text = markdown(payload)
+    write_results("litert_kernels", payload, out, text)
+    print(text)
+    return payload
+
+
+if __name__ == "__main__":
+    args = parser(__doc__).parse_args()
+    run(args.quick, args.out)
