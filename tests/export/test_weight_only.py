@@ -60,7 +60,12 @@ def op_names(path):
     model = flatbuffer_utils.read_model(str(path))
     codes = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
     return [
-        codes[max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)]
+        codes[
+            max(
+                model.operatorCodes[op.opcodeIndex].builtinCode,
+                model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode,
+            )
+        ]
         for op in model.subgraphs[0].operators
     ]
 
