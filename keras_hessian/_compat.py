@@ -8,6 +8,7 @@ object.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -283,6 +284,29 @@ def replace_attention_projection(layer: Any, attribute: str, projection: Any) ->
     """Put `projection` in place of the MultiHeadAttention projection `attribute`, inside its `build`."""
     untrack_sublayer(layer, getattr(layer, attribute))
     setattr(layer, attribute, projection)
+
+
+# KerasHub's TransformerEncoder (keras_hub/src/layers/modeling/transformer_encoder.py, keras-hub 0.32):
+# the attributes its `build` assigns its MultiHeadAttention and its two feed-forward Dense layers.
+ENCODER_ATTENTION = "_self_attention_layer"
+ENCODER_DENSES = ("_feedforward_intermediate_dense", "_feedforward_output_dense")
+
+
+def is_hub_transformer_encoder(layer: Any) -> bool:
+    """Whether `layer` is a KerasHub `TransformerEncoder` (or a subclass); False when KerasHub is not imported."""
+    hub = sys.modules.get("keras_hub")
+    return hub is not None and isinstance(layer, hub.layers.TransformerEncoder)
+
+
+def encoder_kernel_layers(layer: Any) -> list | None:
+    """A built KerasHub TransformerEncoder's kernel layers: its attention projections, then its feed-forward
+    Dense layers (float or quantized); None for any other layer."""
+    if not is_hub_transformer_encoder(layer) or not layer.built:
+        return None
+    attention = getattr(layer, ENCODER_ATTENTION)
+    projections = attention.projections() if callable(getattr(attention, "projections", None)) else None
+    projections = list(attention_projections(attention).values()) if projections is None else projections
+    return [*projections, *(getattr(layer, name) for name in ENCODER_DENSES)]
 
 
 def swap_dtype_policy(layer: Any, policy: Any) -> Any:

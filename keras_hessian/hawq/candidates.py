@@ -13,8 +13,9 @@ output channel of an integer tensor).
 Every kernel is seen as the quantizers see it (`keras_hessian.layers.kernel_matrix_shape`: the
 reduction by the output channels), so a depthwise filter's scales are per (input channel,
 multiplier), an Embedding's per row, an EinsumDense's per output feature. Composite layers
-(MultiHeadAttention, SeparableConv2D) are their parts: each projection / the depthwise and
-pointwise kernels, quantized by the part classes their quantized twin builds.
+(MultiHeadAttention, SeparableConv2D, KerasHub's TransformerEncoder) are their parts: each
+projection / the depthwise and pointwise kernels / the feed-forward Dense kernels, quantized by the
+part classes their quantized twin builds.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def kernel_parts(layer: keras.layers.Layer) -> list[_Part]:
         return [
             _Part(p.kernel, kernel_matrix_shape(p), p, "projection", getattr(p, "bias", None))
             for p in _compat.attention_projections(layer).values()
+        ]
+    encoder = _compat.encoder_kernel_layers(layer)
+    if encoder is not None:  # KerasHub TransformerEncoder: its attention's projections, its feed-forward Dense
+        return [
+            _Part(p.kernel, kernel_matrix_shape(p), p, "dense" if isinstance(p, keras.layers.Dense) else "projection", p.bias)
+            for p in encoder
         ]
     if isinstance(layer, keras.layers.SeparableConv2D):
         kh, kw, channels, multiplier = (int(d) for d in layer.depthwise_kernel.shape)
@@ -128,9 +135,13 @@ class Candidate:
         if not hasattr(twin, "quantizer_options"):
             return [twin.kernel_quantizer]
         found = []
+        projection = getattr(cls, "PROJECTION", None) or getattr(cls, "ATTENTION", None).PROJECTION
         for part in kernel_parts(layer):  # the part classes the composite twin builds in its `build`
             if part.role == "projection":
-                found.append(cls.PROJECTION.from_float_layer(part.source, **twin.quantizer_options).kernel_quantizer)
+                options = {k: v for k, v in twin.quantizer_options.items() if k in projection.option_names()}
+                found.append(projection.from_float_layer(part.source, **options).kernel_quantizer)
+            elif part.role == "dense":
+                found.append(cls.DENSE.from_float_layer(part.source, **twin.quantizer_options).kernel_quantizer)
             elif part.role == "depthwise":
                 found.append(cls.DEPTHWISE(1, **twin.quantizer_options).kernel_quantizer)
             else:

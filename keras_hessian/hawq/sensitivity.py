@@ -72,11 +72,15 @@ def kernels_of(layer: keras.layers.Layer) -> list:
     """Every weight a quantizer replaces in `layer`: one kernel, or a composite layer's several.
 
     A MultiHeadAttention's quantized twin quantizes its query / key / value / output projections,
-    a SeparableConv2D's its depthwise and pointwise kernels: their HAWQ block is all of them.
+    a SeparableConv2D's its depthwise and pointwise kernels, a KerasHub TransformerEncoder's its
+    attention projections and feed-forward kernels: their HAWQ block is all of them.
     """
     if isinstance(layer, keras.layers.MultiHeadAttention):
         projections = _compat.attention_projections(layer).values()
         return [p.kernel for p in projections if getattr(p, "kernel", None) is not None and p.kernel.trainable]
+    encoder = _compat.encoder_kernel_layers(layer)  # KerasHub TransformerEncoder
+    if encoder is not None:
+        return [p.kernel for p in encoder if p.kernel.trainable]
     if isinstance(layer, keras.layers.SeparableConv2D) and getattr(layer, "pointwise_kernel", None) is not None:
         return [w for w in (layer.depthwise_kernel, layer.pointwise_kernel) if w.trainable]
     kernel = kernel_of(layer)

@@ -1,13 +1,15 @@
 """Quantized layers (binary, ternary-residual, DFP-16, integer, float16), their quantizers, bfloat16 helpers.
 
 Shapes: Dense, Conv2D, Conv1D, DepthwiseConv2D, EinsumDense, Embedding (not DFP-16) and
-MultiHeadAttention and SeparableConv2D (weight-only schemes: not DFP-16).
+MultiHeadAttention and SeparableConv2D (weight-only schemes: not DFP-16), and KerasHub's
+TransformerEncoder where `keras-hub` is installed (`hub_encoder.py`).
 
 The quantizers live in `keras_hessian.quantizers`; their former path `keras_hessian.layers.quantizers`
 is the same module (`from keras_hessian.layers import quantizers` and `import
 keras_hessian.layers.quantizers` both work).
 """
 
+import importlib.util
 import sys
 
 from keras_hessian import quantizers
@@ -66,6 +68,11 @@ from keras_hessian.layers.ternary_residual import (
 from keras_hessian.quantizers import DFP16, Binarize, Float16, Integer, Ternarize, TernaryResidual
 
 sys.modules[f"{__name__}.quantizers"] = quantizers  # the former module path, without a shim file
+
+# KerasHub's layers: registered when KerasHub is installed (a saved quantized BERT loads after
+# `import keras_hessian`); about 0.5 s of import time, none without it.
+if importlib.util.find_spec("keras_hub") is not None:
+    from keras_hessian.layers import hub_encoder  # noqa: F401  (registers its classes)
 
 # Read from the one registry: a new quantized layer class registers itself and appears here.
 QUANTIZED_LAYERS = registry.quantized_layer_classes()

@@ -39,6 +39,9 @@ def _size(shape: tuple | None) -> int | None:
 
 def _parts(layer: keras.layers.Layer) -> list[keras.layers.Layer] | None:
     """The kernel-holding sublayers of a composite layer (attention projections), or None."""
+    encoder = _compat.encoder_kernel_layers(layer)  # KerasHub TransformerEncoder, float or quantized
+    if encoder is not None:
+        return encoder
     if hasattr(layer, "projections") and layer.built:  # quantized MultiHeadAttention / SeparableConv2D
         return list(layer.projections())
     if isinstance(layer, keras.layers.MultiHeadAttention):
@@ -50,7 +53,8 @@ def _projection_outputs(layer: keras.layers.Layer) -> list[int] | None:
     """Output values per example of each attention projection (they are no graph nodes of their own).
 
     Query and output projections produce one vector per query position, key and value projections
-    one per key / value position; each vector has the projection's output channels.
+    one per key / value position; each vector has the projection's output channels. In a KerasHub
+    TransformerEncoder (self-attention) every part produces one vector per position.
     """
     try:
         inputs = layer.input
@@ -61,6 +65,8 @@ def _projection_outputs(layer: keras.layers.Layer) -> list[int] | None:
     positions = [_size((None, *tuple(t.shape)[1:-1], 1)) for t in (query, value)]
     if None in positions:
         return None
+    if _compat.is_hub_transformer_encoder(layer):  # self-attention and feed-forward: one vector per position
+        return [positions[0] * kernel_matrix_shape(p)[1] for p in _parts(layer)]
     names = list(_compat.attention_projections(layer))
     return [
         positions[1 if any(k in name for k in ("key", "value")) else 0] * kernel_matrix_shape(p)[1]

@@ -305,11 +305,13 @@ def test_training_steps_lower_the_loss(cls, arguments, shape):
 
 
 def test_registry_lists_all_layers():
-    # Five families (binary, ternary-residual, DFP-16, integer, float16) x (Dense, Conv2D, Conv1D), and
-    # the depthwise / einsum / embedding / attention / separable shapes of tests/layers/test_new_shapes.py (22).
+    # Five families (binary, ternary-residual, DFP-16, integer, float16) x (Dense, Conv2D, Conv1D), the
+    # depthwise / einsum / embedding / attention / separable shapes of tests/layers/test_new_shapes.py (22),
+    # and KerasHub's TransformerEncoder for the four weight-only schemes (tests/layers/test_hub_encoder.py).
+    from .test_hub_encoder import HUB_LAYERS
     from .test_new_shapes import NEW_LAYERS
 
-    assert set(QUANTIZED_LAYERS) == {case[0] for case in CASES} | set(NEW_LAYERS)
-    assert len(QUANTIZED_LAYERS) == 15 + len(NEW_LAYERS) == 37
+    assert set(QUANTIZED_LAYERS) == {case[0] for case in CASES} | set(NEW_LAYERS) | set(HUB_LAYERS)
+    assert len(QUANTIZED_LAYERS) == 15 + len(NEW_LAYERS) + len(HUB_LAYERS) == 41
     for cls in QUANTIZED_LAYERS:
         assert keras.saving.get_registered_name(cls) == f"keras_hessian>{cls.__name__}"

@@ -115,10 +115,14 @@ def test_keras_hub_bert_nested_backbone_and_dict_inputs(bert, tokens, tmp_path, 
     report = quantized.quantize_report
     paths = {row.path for row in report.quantized}
     assert {"bert_backbone/pooled_dense", "logits"} <= paths
-    if scheme == "integer":  # KerasHub's custom blocks are copied whole unless the registry has a class for them
-        custom = {name for name in ("TransformerEncoder", "LayerNormalization")
-                  if not any(t.__name__ == name for t in registry.quantizable_types(scheme))}
-        assert {row.layer_type for row in report.kept_float} >= custom
+    if scheme == "integer":  # KerasHub's encoder blocks are quantized inside (hub_encoder.py)
+        assert {"bert_backbone/transformer_layer_0", "bert_backbone/transformer_layer_1"} <= paths
+        block = quantized.get_layer("bert_backbone").get_layer("transformer_layer_0")
+        assert type(block).__name__ == "IntegerTransformerEncoder"
+        assert type(block._feedforward_output_dense).__name__ == "IntegerDense"
+        # What stays float says why: KerasHub's ReversibleEmbedding is an Embedding subclass.
+        reasons = {row.path: row.reason for row in report.kept_float}
+        assert "subclass of Embedding" in reasons["bert_backbone/token_embedding"]
 
 
 def test_shared_layer_with_two_inputs_and_two_outputs_against_numpy():

@@ -1,6 +1,7 @@
 """quantize_model and quantization_summary read the one registry: a new quantized layer is one decorator."""
 
 import keras
+import keras_hub
 import numpy as np
 
 from keras_hessian.layers import BinaryDense, registry
@@ -18,6 +19,7 @@ def test_schemes_and_quantizable_layers_come_from_the_registry():
         keras.layers.Embedding,
         keras.layers.MultiHeadAttention,
         keras.layers.SeparableConv2D,
+        keras_hub.layers.TransformerEncoder,  # registered when KerasHub is installed (it is in the test extra)
     }
 
 
