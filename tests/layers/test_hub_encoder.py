@@ -159,3 +159,22 @@ def test_summary_and_hawq_see_the_blocks_parts():
         for layer, axes in kernel_layers(encoder)
     )
     np.testing.assert_allclose(get_candidate("int4").perturbation(encoder), expected, rtol=1e-5)
+
+
+def test_mixed_bfloat16_block():
+    source = float_encoder()
+    config = {**source.get_config(), "dtype": "mixed_bfloat16"}
+    mixed = keras_hub.layers.TransformerEncoder.from_config(config)
+    mixed.build((None, SEQUENCE, WIDTH))
+    mixed.set_weights(source.get_weights())
+    quantized = TernaryResidualTransformerEncoder.from_float_layer(mixed)
+    quantized.build((None, SEQUENCE, WIDTH))
+    quantized.load_float_weights(mixed)
+    twin = TernaryResidualTransformerEncoder.from_float_layer(source)
+    twin.build((None, SEQUENCE, WIDTH))
+    twin.load_float_weights(source)
+    assert quantized._feedforward_output_dense.kernel.dtype == "float32"  # latent weights stay float32
+    x = sample()
+    y = quantized(x, training=False)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(twin(x, training=False)), atol=0.1, rtol=0.05)
