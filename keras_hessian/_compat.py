@@ -292,10 +292,22 @@ ENCODER_ATTENTION = "_self_attention_layer"
 ENCODER_DENSES = ("_feedforward_intermediate_dense", "_feedforward_output_dense")
 
 
+_ENCODER_MODULE = "keras_hub.src.layers.modeling.transformer_encoder"
+
+
 def is_hub_transformer_encoder(layer: Any) -> bool:
-    """Whether `layer` is a KerasHub `TransformerEncoder` (or a subclass); False when KerasHub is not imported."""
-    hub = sys.modules.get("keras_hub")
-    return hub is not None and isinstance(layer, hub.layers.TransformerEncoder)
+    """Whether `layer` is exactly KerasHub's `TransformerEncoder` or our quantized twin of it.
+
+    KerasHub's own subclasses (e.g. Moonshine's encoder block) name their sublayers differently:
+    they are not. False when KerasHub is not imported.
+    """
+    module = sys.modules.get(_ENCODER_MODULE)
+    if module is None:
+        return False
+    encoder = module.TransformerEncoder
+    return type(layer) is encoder or (
+        isinstance(layer, encoder) and type(layer).__module__ == "keras_hessian.layers.hub_encoder"
+    )
 
 
 def encoder_kernel_layers(layer: Any) -> list | None:

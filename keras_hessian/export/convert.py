@@ -139,10 +139,14 @@ def to_tflite(
             int4: LiteRT has no int2 dequantization) and LiteRT dequantizes them to float32 once,
             when it prepares the file; the ops then compute in float32. The outputs are the
             Keras model's (to float rounding) wherever the stored levels are exact (binary,
-            ternary, integer layers), where hybrid kernels round every activation to int8 on the
-            fly: on a briefly trained MobileNetV2 that moved the top-1 class of 7-11% of the
-            digits. The file is as large; LiteRT holds float32 weights in memory and runs at
-            float32 speed (on the CPUs here faster than the hybrid kernels). See
+            per-channel ternary and integer layers; not block-wise ternary-residual kernels, whose
+            levels are rounded to one int8 grid per channel), where hybrid kernels round every
+            activation to int8 on the fly: on a briefly trained MobileNetV2 that moved the top-1
+            class of 7-11% of the digits. The file is as large where filters are int4 / int8, and
+            larger where hybrid storage would use int2 (FullyConnected binary / ternary filters:
+            the transformer's binary file 0.550x of float against 0.499x); LiteRT holds float32
+            weights in memory and runs float32 kernels (on the CPUs here 3x faster than the hybrid
+            ones on MobileNetV2, 1.6x slower on the small transformer's binary file). See
             `benchmarks/results/litert_kernels.md`.
         sparse: store pruned weight tensors in TFLite's sparse format
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`; values plus index arrays, for a kernel
@@ -195,7 +199,8 @@ def to_tflite(
     )
     inference = build_inference_copy(
         model,
-        # The split pays only with int2 pieces, which only hybrid kernels run.
+        # The split stores int2 pieces, which only hybrid kernels run; weight-only pieces would be
+        # int4 (two of them as large as one int8 copy, though exact): not done.
         split_ternary=mode == "dynamic_int8" and narrow_weights and not weight_only,
         static_activations=mode in _MODES_NEEDING_DATA,
     )

@@ -31,10 +31,10 @@ import re
 import numpy as np
 
 from keras_hessian.export.storage import (
+    _add_integer_entry,
     _filter_ops,
     _library,
     _tflite_layouts,
-    add_integer_entry,
     exact_bits,
     keeps_narrow,
 )
@@ -96,7 +96,7 @@ def _quantize(flatbuffer: bytes, entries: dict[str, tuple], weight_only: bool) -
             )
             continue
         key = names.DEQUANTIZED_WEIGHT_RECOVERY if algorithm == "recovery" else names.MIN_MAX_UNIFORM_QUANT
-        add_integer_entry(run, regex=regex, op_name=op_name, bits=bits, algorithm_key=key, weight_only=weight_only)
+        _add_integer_entry(run, regex=regex, op_name=op_name, bits=bits, algorithm_key=key, weight_only=weight_only)
     return bytes(run.quantize(enable_progress_report=False).quantized_model)
 
 
@@ -129,7 +129,7 @@ def store_planned_weights(
         kernels: the copy's `KernelStorage` records.
         narrow: use int2 / int4 where the levels fit (else int8 for every integer kernel).
         weight_only: integer filters dequantized to float32 in the file (float compute) instead
-            of LiteRT's hybrid kernels (`storage.add_integer_entry`).
+            of LiteRT's hybrid kernels (`storage._add_integer_entry`).
 
     Returns:
         The bytes of the stored file (the float file if no filter matches a planned kernel).

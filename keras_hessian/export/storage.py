@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import numpy as np
 
@@ -94,7 +95,9 @@ def exact_bits(weights: np.ndarray, op_name: str) -> int | None:
     return None
 
 
-def add_integer_entry(run, *, regex: str, op_name, bits: int, algorithm_key, weight_only: bool) -> None:
+def _add_integer_entry(
+    run: Any, *, regex: str, op_name: Any, bits: int, algorithm_key: Any, weight_only: bool
+) -> None:
     """One integer recipe entry: dynamic range (hybrid kernels) or weight-only (float compute).
 
     Weight-only filters are stored as integers and dequantized to float32 by a DEQUANTIZE op,
@@ -117,7 +120,7 @@ def _quantize(flatbuffer: bytes, plan: dict[str, tuple], exact: bool, weight_onl
     run = quantizer.Quantizer(bytearray(flatbuffer))
     for scope, (op_name, bits) in plan.items():
         use_recovery = exact and bits is not None
-        add_integer_entry(
+        _add_integer_entry(
             run,
             regex=f"^{re.escape(scope)}$",
             op_name=op_name,
@@ -156,7 +159,7 @@ def store_dynamic_range_weights(
             or kept float32 (`"auto"`).
         narrow: store a filter in int2/int4 where its levels fit exactly; else int8 throughout.
         weight_only: dequantize the filters to float32 in the file (float compute) instead of
-            running LiteRT's hybrid kernels (`add_integer_entry`).
+            running LiteRT's hybrid kernels (`_add_integer_entry`).
 
     Returns:
         The bytes of the quantized file (the float file if no filter qualifies).

@@ -135,9 +135,9 @@ class Candidate:
         if not hasattr(twin, "quantizer_options"):
             return [twin.kernel_quantizer]
         found = []
-        projection = getattr(cls, "PROJECTION", None) or getattr(cls, "ATTENTION", None).PROJECTION
         for part in kernel_parts(layer):  # the part classes the composite twin builds in its `build`
-            if part.role == "projection":
+            if part.role == "projection":  # of MultiHeadAttention, or of a KerasHub encoder's attention
+                projection = cls.PROJECTION if hasattr(cls, "PROJECTION") else cls.ATTENTION.PROJECTION
                 options = {k: v for k, v in twin.quantizer_options.items() if k in projection.option_names()}
                 found.append(projection.from_float_layer(part.source, **options).kernel_quantizer)
             elif part.role == "dense":

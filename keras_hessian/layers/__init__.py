@@ -70,9 +70,33 @@ from keras_hessian.quantizers import DFP16, Binarize, Float16, Integer, Ternariz
 sys.modules[f"{__name__}.quantizers"] = quantizers  # the former module path, without a shim file
 
 # KerasHub's layers: registered when KerasHub is installed (a saved quantized BERT loads after
-# `import keras_hessian`); about 0.5 s of import time, none without it.
+# `import keras_hessian`); about 0.5 s of import time, none without it. This can run while
+# `import keras_hub` itself is half way (it imports keras, whose import hook imports this package):
+# hub_encoder.py imports KerasHub's module, not its partly initialized `keras_hub.layers`.
+_HUB_LAYERS: tuple[str, ...] = ()
 if importlib.util.find_spec("keras_hub") is not None:
-    from keras_hessian.layers import hub_encoder  # noqa: F401  (registers its classes)
+    try:
+        from keras_hessian.layers.hub_encoder import BinaryTransformerEncoder as BinaryTransformerEncoder
+        from keras_hessian.layers.hub_encoder import Float16TransformerEncoder as Float16TransformerEncoder
+        from keras_hessian.layers.hub_encoder import IntegerTransformerEncoder as IntegerTransformerEncoder
+        from keras_hessian.layers.hub_encoder import (
+            TernaryResidualTransformerEncoder as TernaryResidualTransformerEncoder,
+        )
+
+        _HUB_LAYERS = (
+            "BinaryTransformerEncoder",
+            "Float16TransformerEncoder",
+            "IntegerTransformerEncoder",
+            "TernaryResidualTransformerEncoder",
+        )
+    except ImportError as error:  # a KerasHub release that moved its encoder: the rest still works
+        import warnings
+
+        warnings.warn(
+            f"keras_hessian: KerasHub is installed but its TransformerEncoder could not be imported ({error}); "
+            "quantize_model copies KerasHub encoder blocks in float32.",
+            stacklevel=2,
+        )
 
 # Read from the one registry: a new quantized layer class registers itself and appears here.
 QUANTIZED_LAYERS = registry.quantized_layer_classes()
@@ -129,3 +153,4 @@ __all__ = [
     "quantizers",
     "registry",
 ]
+__all__ += list(_HUB_LAYERS)

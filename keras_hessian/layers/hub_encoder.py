@@ -20,10 +20,15 @@ from typing import Any, ClassVar
 
 import keras
 import numpy as np
-from keras_hub.layers import TransformerEncoder
+from keras_hub.src.layers.modeling.transformer_encoder import TransformerEncoder
 
 from keras_hessian import _compat
-from keras_hessian.layers._composite import checked_part_options, part_option_names, serialized_options
+from keras_hessian.layers._composite import (
+    checked_part_options,
+    part_option_names,
+    post_training_options,
+    serialized_options,
+)
 from keras_hessian.layers.attention import (
     BinaryMultiHeadAttention,
     Float16MultiHeadAttention,
@@ -44,7 +49,9 @@ __all__ = [
     "TernaryResidualTransformerEncoder",
 ]
 
-# The encoder's sublayers with weights, in the order its `build` creates them (its weight order).
+# The encoder's sublayers with weights, in the order KerasHub's `build` creates them: the plain float
+# layer's weight order (`float_weights`). Ours, after `_replace`, lists its LayerNorms first; saving
+# goes by attribute name, so that order matters nowhere else.
 _ATTENTION = _compat.ENCODER_ATTENTION
 _DENSES = _compat.ENCODER_DENSES
 _PARTS = (_ATTENTION, "_self_attention_layer_norm", "_feedforward_layer_norm", *_DENSES)
@@ -72,8 +79,7 @@ class _QuantizedTransformerEncoder(TransformerEncoder):
     @classmethod
     def from_float_layer(cls, layer: keras.layers.Layer, **options: Any) -> _QuantizedTransformerEncoder:
         """A new, unbuilt layer configured like the float TransformerEncoder `layer`, plus `options`."""
-        defaults = {k: v for k, v in cls.DENSE.POST_TRAINING_OPTIONS.items() if k in cls.option_names()}
-        return cls(**layer.get_config(), quantizer_options={**defaults, **options})
+        return cls(**layer.get_config(), quantizer_options={**post_training_options(cls.DENSE), **options})
 
     def build(self, inputs_shape) -> None:
         super().build(inputs_shape)
@@ -95,6 +101,8 @@ class _QuantizedTransformerEncoder(TransformerEncoder):
 
     def projections(self) -> list[keras.layers.Layer]:
         """The quantized kernel layers: the attention's projections, then the two feed-forward Dense layers."""
+        if not self.built:
+            raise ValueError(f"{type(self).__name__} {self.name!r} creates its parts in build(): build or call it first.")
         return _compat.encoder_kernel_layers(self)
 
     def load_float_weights(self, layer: keras.layers.Layer) -> None:

@@ -128,3 +128,20 @@ def test_summary_of_quantized_attention_embedding_and_separable_against_hand_cou
     assert row["precision"] != "float32"
     assert row["weight_bits"] == 8 * depthwise + 32 * 4 + 8 * pointwise + 32 * 8 + 32 * 8
     assert row["multiplications"] == positions * (4 * 9 + 8 * 4)
+
+
+def test_separable_perturbation_is_its_two_kernels_rounded_in_numpy():
+    # ||Q(W) - W||^2 of int4 on a SeparableConv2D: its depthwise (kh*kw x channels) and pointwise
+    # (channels x filters) matrices, each rounded per column as the integer quantizer does.
+    keras.utils.set_random_seed(5)
+    layer = keras.layers.SeparableConv2D(4, 3)
+    layer.build((None, 6, 6, 3))
+
+    def rounded_error(matrix):
+        step = np.abs(matrix).max(axis=0) / 7
+        return float(np.sum((np.round(matrix / step) * step - matrix) ** 2))
+
+    depthwise = layer.depthwise_kernel.numpy().astype(np.float64).reshape(9, 3)
+    pointwise = layer.pointwise_kernel.numpy().astype(np.float64).reshape(3, 4)
+    expected = rounded_error(depthwise) + rounded_error(pointwise)
+    np.testing.assert_allclose(get_candidate("int4").perturbation(layer), expected, rtol=1e-5)

@@ -36,9 +36,11 @@ BLOCK_KERNEL_WEIGHTS = 4 * WIDTH * WIDTH + 2 * WIDTH * INTERMEDIATE
 BLOCK_OUTPUT_FEATURES = 4 * WIDTH + INTERMEDIATE + WIDTH
 
 
-def float_encoder(seed: int = 0):
+def float_encoder(seed: int = 0, normalize_first: bool = False):
     keras.utils.set_random_seed(seed)
-    layer = keras_hub.layers.TransformerEncoder(intermediate_dim=INTERMEDIATE, num_heads=2, name="block")
+    layer = keras_hub.layers.TransformerEncoder(
+        intermediate_dim=INTERMEDIATE, num_heads=2, normalize_first=normalize_first, name="block"
+    )
     layer.build((None, SEQUENCE, WIDTH))
     rng = np.random.default_rng(seed)
     for weight in layer.weights:  # non-zero biases and layer-norm offsets: every weight matters
@@ -79,8 +81,9 @@ def block_model(seed: int = 0):
     return keras.Model(inputs, keras.layers.Dense(3, name="head")(h))
 
 
-def test_integer_block_is_keras_hubs_block_with_numpy_rounded_kernels():
-    source = float_encoder()
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_integer_block_is_keras_hubs_block_with_numpy_rounded_kernels(normalize_first):
+    source = float_encoder(normalize_first=normalize_first)
     quantized = IntegerTransformerEncoder.from_float_layer(source, bits=4)
     quantized.build((None, SEQUENCE, WIDTH))
     quantized.load_float_weights(source)
@@ -90,9 +93,36 @@ def test_integer_block_is_keras_hubs_block_with_numpy_rounded_kernels():
     for layer, axes in kernel_layers(reference):
         layer.kernel.assign(integer_rounded(layer.kernel.numpy(), axes, bits=4).astype(np.float32))
     x = sample()
-    np.testing.assert_allclose(quantized(x, training=False), reference(x, training=False), rtol=1e-5, atol=1e-5)
+    padding = np.ones((len(x), SEQUENCE), bool)
+    padding[:, -2:] = False  # the last two positions are padding: the mask reaches the attention
+    for kwargs in ({}, {"padding_mask": padding}):
+        np.testing.assert_allclose(
+            quantized(x, training=False, **kwargs), reference(x, training=False, **kwargs), rtol=1e-5, atol=1e-5
+        )
+    assert np.abs(np.asarray(quantized(x, padding_mask=padding)) - np.asarray(quantized(x))).max() > 1e-3
     # ... and not the float block's outputs: 4-bit kernels move them.
     assert np.abs(np.asarray(quantized(x)) - np.asarray(source(x))).max() > 1e-3
+
+
+def test_importing_keras_hub_after_keras_hessian_registers_the_blocks():
+    # `import keras_hub` imports keras, whose import hook imports keras_hessian.layers while keras_hub is
+    # half way through its own import: the registration must not depend on the half-built keras_hub.layers.
+    import subprocess
+    import sys
+
+    code = (
+        "import keras_hessian, keras_hub\n"
+        "from keras_hessian.layers import registry\n"
+        "print(registry.quantized_layer_class('integer', keras_hub.layers.TransformerEncoder).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "IntegerTransformerEncoder"
+
+
+def test_unbuilt_block_says_so():
+    with pytest.raises(ValueError, match="build"):
+        IntegerTransformerEncoder(intermediate_dim=8, num_heads=2).projections()
 
 
 @pytest.mark.parametrize("cls", HUB_LAYERS, ids=[c.__name__ for c in HUB_LAYERS])
