@@ -140,7 +140,7 @@ class AdaptiveBatchSize(BatchSizeController):
         self.method = check_choice("method", method, EIGEN_METHODS)
         self.hessian_batch_size = check_int("hessian_batch_size", hessian_batch_size, allow_none=True)
         self.hvp_method = check_choice("hvp_method", hvp_method, (None, *HVP_METHODS))
-        self.seed = check_int("seed", seed, minimum=None)
+        self.seed = check_int("seed", seed, minimum=0)
         self._operator = None
         self.eigenvectors: list | None = None  # the last measurement's, the next one's start
         self._reset()

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import threading
+import warnings
 import weakref
 
 import keras
@@ -192,6 +193,9 @@ class BatchSizeController(StepTransformCallback):
 
     def _set_learning_rate(self, value: float) -> None:
         self.model.optimizer.learning_rate.assign(float(value))
+        # The rate this callback leaves, also when the fit raises before the epoch ends: a later
+        # fit with the same optimizer then starts again from the base instead of compounding.
+        self._left_learning_rate = float(value)
 
     def _schedule(self, batch_size: int, lr_multiplier: float = 1.0, learning_rate: float | None = None) -> None:
         """Ask for `batch_size` (capped) and a learning-rate change from the next epoch on."""
@@ -226,7 +230,14 @@ class BatchSizeController(StepTransformCallback):
             with open(path) as f:
                 saved = json.load(f)
         state = {
-            "batch_size": self.batch_size, "pending": self._pending, "weights": self._fingerprint(), **self._state()
+            "batch_size": self.batch_size,
+            "pending": self._pending,
+            "weights": self._fingerprint(),
+            # The rate of the epoch just ended and the base: a resume in the same process finds the
+            # optimizer's rate as BackupAndRestore left it, which says nothing about either.
+            "learning_rate": self.learning_rate,
+            "base_learning_rate": self.base_learning_rate,
+            **self._state(),
         }
         # Keep the two latest epochs: a kill between Keras' backup and ours leaves one matching.
         saved = {k: v for k, v in saved.items() if int(k) == next_epoch - 1}
@@ -251,6 +262,9 @@ class BatchSizeController(StepTransformCallback):
             return False
         self.batch_size = int(state["batch_size"])
         self._pending = state["pending"]
+        if state.get("learning_rate") is not None:
+            self.base_learning_rate = state.get("base_learning_rate", self.base_learning_rate)
+            self._set_learning_rate(state["learning_rate"])
         self._load_state(state)
         return True
 
@@ -320,7 +334,14 @@ class BatchSizeController(StepTransformCallback):
     def on_epoch_begin(self, epoch, logs=None):
         if self._first_epoch_of_fit:
             self._first_epoch_of_fit = False
-            self._restore(epoch)
+            if not self._restore(epoch) and epoch > 0:
+                warnings.warn(
+                    f"{type(self).__name__}: the fit starts at epoch {epoch} but no state of this run was "
+                    f"restored (backup_dir={self.backup_dir!r}; with BackupAndRestore use save_freq='epoch' and "
+                    "the same backup_dir): the batch size starts again from initial_batch_size "
+                    f"({self.initial_batch_size}) and the learning rate from the optimizer's.",
+                    stacklevel=2,
+                )
         self._apply_pending()
         self._on_epoch_start(epoch)
         control = batch_size_control()

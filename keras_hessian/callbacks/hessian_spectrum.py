@@ -6,9 +6,10 @@ import time
 
 import keras
 
-from keras_hessian._validation import check_bool, check_float, check_int
+from keras_hessian._validation import check_bool, check_choice, check_float, check_int
 from keras_hessian.hessian import HessianOperator, hutchinson_trace, top_eigenvalues
 from keras_hessian.hessian.algorithms import compatible_vectors
+from keras_hessian.hessian.algorithms.eigen import EIGEN_METHODS
 
 TOP_EIGENVALUE = "hessian/top_eigenvalue"
 TRACE = "hessian/trace"
@@ -78,9 +79,9 @@ class HessianSpectrum(keras.callbacks.Callback):
         self.trace = check_bool("trace", trace)
         self.max_iter = check_int("max_iter", max_iter)
         self.tol = check_float("tol", tol, minimum=0.0, exclusive_minimum=True)
-        self.seed = check_int("seed", seed, minimum=None, allow_none=True)
+        self.seed = check_int("seed", seed, minimum=0, allow_none=True)
         self.training = check_bool("training", training)
-        self.method = method
+        self.method = None if method is None else check_choice("method", method, EIGEN_METHODS)
         self.verbose = verbose
         self.seconds = 0.0  # time spent on Hessian work, for cost accounting
         self.history: dict[str, list[float]] = {}

@@ -180,7 +180,7 @@ def load_data(spec: str, split: str = "train") -> tuple[Any, Any]:
             raise CommandError(f"--data: {spec!r} is not a readable .npz file ({one_line(error)}).") from error
         key_x, key_y = _npz_keys(arrays, split)
         if key_x not in arrays or key_y not in arrays:
-            raise ValueError(f"--data: {spec!r} must hold arrays 'x' and 'y'. It holds {sorted(arrays)}.")
+            raise ValueError(f"--data: {spec!r} must hold arrays {key_x!r} and {key_y!r}. It holds {sorted(arrays)}.")
         return arrays[key_x], arrays[key_y]
     raise ValueError(f"--data must be digits, mnist1d, tfds:NAME or a FILE.npz. Received {spec!r}.")
 

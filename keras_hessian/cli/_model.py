@@ -8,6 +8,7 @@ array) do not reach the user.
 from __future__ import annotations
 
 import os
+import uuid
 import zipfile
 from typing import Any
 
@@ -148,3 +149,37 @@ def same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:  # one of them does not exist
         return False
+
+
+def save_model_atomically(model: Any, path: str) -> None:
+    """`model.save(path)` through a temporary `.keras` file beside it: `path` is replaced whole or not at all."""
+    target = os.path.abspath(os.path.expanduser(path))
+    directory, name = os.path.split(target)
+    temporary = os.path.join(directory, f".{name}.{uuid.uuid4().hex}.keras")
+    try:
+        model.save(temporary)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_json(path: str, content: Any, indent: int = 2) -> None:
+    """Strict JSON (NaN and infinities written as null), written atomically."""
+    import json
+    import math
+    import pathlib
+
+    from keras_hessian._files import write_atomically
+
+    def strict(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {key: strict(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(item) for item in value]
+        return value
+
+    text = json.dumps(strict(content), indent=indent, allow_nan=False)
+    write_atomically(pathlib.Path(os.path.abspath(os.path.expanduser(path))), text.encode())

@@ -24,7 +24,7 @@ def add_parser(subparsers: Any) -> None:
         description="Train a small CNN with adaptive batch size and adversarial augmentation (ABSA) beside a "
         "fixed batch, measure its per-layer Hessian spectrum and density, quantize it with a HAWQ plan, prune it "
         "with OBD, export every model to TFLite and evaluate it with LiteRT. Writes DIR/report.md, DIR/demo.json, "
-        "four PNGs and the .tflite files. About 5 minutes on 2 CPU cores; --quick about 1.",
+        "four PNGs and the .tflite files. About 2.5 minutes on 2 CPU cores; --quick about 75 seconds.",
     )
     parser.add_argument("--quick", action="store_true", help="every stage smaller (about a minute)")
     parser.add_argument("--out", default="keras-hessian-demo", help="output directory (default: keras-hessian-demo)")

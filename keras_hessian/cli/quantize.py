@@ -25,7 +25,7 @@ from keras_hessian.cli._common import (
     progress,
     quiet_tensorflow,
 )
-from keras_hessian.cli._model import check_examples, load_model, model_loss, refuse_overwriting
+from keras_hessian.cli._model import check_examples, load_model, model_loss, refuse_overwriting, save_model_atomically
 from keras_hessian.cli._tflite import export_data, write_checked
 
 # keras_hessian.hawq names, spelled out so that `--help` needs no TensorFlow (a test keeps them equal).
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not candidates:
         raise CommandError(f"--candidates: {unknown or 'none'} not among {list(CANDIDATES)}.")
     check_input_file("MODEL", args.model)
+    if args.save is not None and not str(args.save).endswith(".keras"):
+        raise CommandError(f"--save must name a .keras file (Keras' native format). Received {args.save!r}.")
     refuse_overwriting(args.model, {"--out": args.out, "--save": args.save, "--plan-out": args.plan_out, "--plot": args.plot})
     for option in ("--out", "--plan-out", "--plot", "--save"):
         check_output_file(option, getattr(args, option[2:].replace("-", "_")))
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if epochs:
         _fine_tune(quantized, model, x, y, loss, epochs, args.learning_rate)
     if args.save:
-        quantized.save(args.save)
+        save_model_atomically(quantized, args.save)
         print(f"quantized model saved to {args.save}")
     calibration, evaluation = export_data(args.data, quantized)
     from keras_hessian import export

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -20,7 +19,7 @@ from keras_hessian.cli._common import (
     progress,
     quiet_tensorflow,
 )
-from keras_hessian.cli._model import check_examples, load_model, model_loss
+from keras_hessian.cli._model import check_examples, load_model, model_loss, refuse_overwriting, write_json
 
 SPLITS = ("train", "test")
 # spectral_density's defaults, named in the progress line.
@@ -73,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     top_k = check_int("--top-k", args.top_k, 1)
     samples = check_int("--samples", args.samples, 1)
     check_input_file("MODEL", args.model)
+    refuse_overwriting(args.model, {"--json": args.json, "--density": args.density, "--landscape": args.landscape})
     check_output_file("--json", args.json)
     check_output_file("--density", args.density)
     check_output_file("--landscape", args.landscape)
@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     report.update(model=args.model, data=args.data, split=args.split)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)
         print(f"results written to {args.json}")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ from keras_hessian.cli._common import (
     load_data,
     quiet_tensorflow,
 )
+from keras_hessian.cli._model import same_file, save_model_atomically, write_json
 
 # keras_hessian.callbacks' METHODS and LR_SCALING_RULES, spelled out so that `--help` needs no
 # TensorFlow (a test keeps them equal).
@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.save is not None and not str(args.save).endswith(".keras"):
         raise CommandError(f"--save must name a .keras file (Keras' native format). Received {args.save!r}.")
     check_output_file("--save", args.save)
+    if args.save is not None and args.json is not None and same_file(args.save, args.json):
+        raise CommandError(f"--json {args.json!r} is the same file as --save: give them two names.")
     if args.data not in DATASETS and not args.data.startswith("tfds:") and not args.data.endswith(".npz"):
         raise CommandError(f"--data must be digits, mnist1d, tfds:NAME or a FILE.npz. Received {args.data!r}.")
     quiet_tensorflow(args.verbose)
@@ -108,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         ),
     )
     keras.utils.set_random_seed(args.seed)
-    model = strided_cnn(x.shape[1:])
+    labels = np.concatenate([np.asarray(y).reshape(-1), np.asarray(yt).reshape(-1)])
+    if labels.size == 0 or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise CommandError(f"--data {args.data!r}: labels must be class indices 0, 1, 2, ... (integers).")
+    model = strided_cnn(x.shape[1:], classes=max(int(labels.max()) + 1, 2))  # as many classes as the labels
     model.compile(
         keras.optimizers.SGD(args.lr, momentum=0.9),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -127,11 +132,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"SGD iterations: {int(model.optimizer.iterations.numpy())}")
     if args.save:
-        model.save(args.save)
+        save_model_atomically(model, args.save)
         print(f"saved {args.save}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"method": args.method, "data": args.data, "epochs": report.rows}, f, indent=1)
+        write_json(args.json, {"method": args.method, "data": args.data, "epochs": report.rows}, indent=1)
     return 0
 
 

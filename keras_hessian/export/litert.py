@@ -105,6 +105,7 @@ def evaluate_tflite(
     latency_examples = check_int("latency_examples", latency_examples)
     x, y = _split_data(data, need_labels=True)
     outputs = predict_tflite(path, x, num_threads=num_threads)
+    _check_classes(outputs, path)
     accuracy = float(np.mean(np.argmax(outputs, axis=-1) == y))
 
     interpreter, input_details, output_detail = _open_interpreter(path, num_threads)
@@ -189,6 +190,7 @@ def parity_report(
             f"The model's outputs have shape {reference.shape} but the file at path={str(path)!r} "
             f"gives {litert.shape}: is it the export of this model?"
         )
+    _check_classes(litert, path)
     difference = np.abs(reference - litert)
     keras_top1 = np.argmax(reference, axis=-1)
     litert_top1 = np.argmax(litert, axis=-1)
@@ -354,3 +356,13 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     if scale == 0:  # not quantized: integer outputs as they are
         return y.copy()
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def _check_classes(outputs: np.ndarray, path: Any) -> None:
+    """Top-1 needs a class axis: a single output unit (a sigmoid head) has no argmax to compare."""
+    if outputs.ndim < 2 or outputs.shape[-1] < 2:
+        raise ValueError(
+            f"The file at path={str(path)!r} gives outputs of shape {outputs.shape}: accuracy and top-1 "
+            "agreement need one score per class (a last axis of 2 or more); for a single sigmoid unit, "
+            "threshold predict_tflite's outputs yourself."
+        )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 
 import numpy as np
 
@@ -100,8 +101,13 @@ def _quantize(flatbuffer: bytes, entries: dict[str, tuple], weight_only: bool) -
     return bytes(run.quantize(enable_progress_report=False).quantized_model)
 
 
-def planned_entries(flatbuffer: bytes, kernels: list[KernelStorage], narrow: bool = True) -> dict[str, tuple]:
-    """op scope -> (op name, algorithm, bits) for every filter that matches a planned kernel."""
+def planned_entries(
+    flatbuffer: bytes, kernels: list[KernelStorage], narrow: bool = True, matched: set | None = None
+) -> dict[str, tuple]:
+    """op scope -> (op name, algorithm, bits) for every filter that matches a planned kernel.
+
+    `matched`, if given, receives the indices in `kernels` of the planned kernels found in the file.
+    """
     *_, utils = _library()
     model = utils.read_model(bytearray(flatbuffer))
     entries: dict[str, tuple] = {}
@@ -110,11 +116,13 @@ def planned_entries(flatbuffer: bytes, kernels: list[KernelStorage], narrow: boo
         if tensor.type != 0 or op_name.value not in _WIDTHS:  # 0: FLOAT32
             continue
         values = np.frombuffer(bytes(bytearray(buffer.data)), dtype="<f4").reshape(shape)
-        for storage in kernels:
+        for index, storage in enumerate(kernels):
             if storage.kernel.size == math.prod(shape) and any(
                 np.array_equal(layout, values) for layout in _tflite_layouts(storage.kernel, shape)
             ):
                 entries[scope] = (op_name, *_entry(storage, values, op_name.value, narrow))
+                if matched is not None:
+                    matched.add(index)
                 break
     return entries
 
@@ -134,7 +142,18 @@ def store_planned_weights(
     Returns:
         The bytes of the stored file (the float file if no filter matches a planned kernel).
     """
-    entries = planned_entries(flatbuffer, kernels, narrow)
+    matched: set = set()
+    entries = planned_entries(flatbuffer, kernels, narrow, matched)
+    lost = sorted({storage.layer for index, storage in enumerate(kernels) if index not in matched and storage.layer})
+    if lost:
+        # The converter changed these kernels (typically by fusing a following BatchNormalization
+        # into them), so no filter of the file holds their planned levels: they stay float32.
+        warnings.warn(
+            f"to_tflite: the kernels of {lost} were changed by the TFLite converter (a BatchNormalization "
+            "after them fused in?) and stay float32 in the file; quantize with fold_batch_norm=True so the "
+            "folded kernels are the ones quantized.",
+            stacklevel=3,
+        )
     if not entries:
         return flatbuffer
     planned = _quantize(flatbuffer, entries, weight_only)

@@ -24,6 +24,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_hessian import _compat
 from keras_hessian._backend import require_tensorflow_backend
@@ -53,6 +54,8 @@ def _foldable_pair(producer: Any, norm: Any, rank: int) -> bool:
     if not (producer.built and norm.built) or producer.activation is not keras.activations.linear:
         return False
     if getattr(producer, "quantization_mode", None) is not None:  # Keras' own int8/int4 kernels
+        return False
+    if getattr(producer, "lora_enabled", False):  # its kernel is computed (base + A B), not a variable
         return False
     channels_first = getattr(producer, "data_format", "channels_last") == "channels_first"
     channel_axis = 1 if channels_first else rank - 1
@@ -101,12 +104,37 @@ def _functional_folds(model: keras.Model) -> dict[int, tuple[Any, Any]]:
 
 
 def _find_folds(model: Any) -> dict[int, tuple[Any, Any]]:
-    """`id(batch_norm) -> (batch_norm, producer layer)` for every foldable pair, in `model` and its nested graph models."""
+    """`id(batch_norm) -> (batch_norm, producer layer)` for every foldable pair, in `model` and its nested graph models.
+
+    A pair folds only if neither layer is called anywhere else in the model tree: a layer shared
+    between a nested model and its parent would carry the folded kernel into its other call.
+    """
+    folds = _graph_folds(model)
+    calls = _calls_in_tree(model)
+    return {key: (norm, producer) for key, (norm, producer) in folds.items() if calls[id(norm)] == calls[id(producer)] == 1}
+
+
+def _graph_folds(model: Any) -> dict[int, tuple[Any, Any]]:
     folds = _sequential_folds(model) if isinstance(model, keras.Sequential) else _functional_folds(model)
     for layer in model.layers:
         if _is_graph_model(layer):
-            folds.update(_find_folds(layer))
+            folds.update(_graph_folds(layer))
     return folds
+
+
+def _calls_in_tree(model: Any, calls: dict[int, int] | None = None) -> dict[int, int]:
+    """How often each layer is called over `model` and every graph model nested in it."""
+    calls = {} if calls is None else calls
+    if isinstance(model, keras.Sequential):
+        operations = list(model.layers)
+    else:
+        operations = [operation for operation, *_ in _compat.graph_nodes(model)]
+    for operation in operations:
+        calls[id(operation)] = calls.get(id(operation), 0) + 1
+    for layer in {id(layer): layer for layer in model.layers}.values():
+        if _is_graph_model(layer):
+            _calls_in_tree(layer, calls)
+    return calls
 
 
 def _folded_weights(producer: Any, norm: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -232,20 +260,26 @@ def recalibrate_batch_norm(model: keras.Model, x: Any, batch_size: int = 512) ->
     the moving statistics near their initial values after a few epochs, so the inference-mode
     model is near chance), or after a quantized fine-tune: one forward pass in training mode with
     momentum 0 over the first `batch_size` examples of `x`. Only the moving mean and variance
-    change; trainable weights and each layer's momentum are as before, also on error.
+    change; trainable weights and each layer's momentum and `trainable` flag are as before, also on
+    error (a frozen BatchNorm is recalibrated too). `x`: an array, or a dict / list of arrays for a
+    model of several inputs.
     """
     require_tensorflow_backend()
     norms = [layer for _, layer in walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         return model
-    if not hasattr(x, "__len__") or len(x) == 0:
+    first = tf.nest.flatten(x)[0] if isinstance(x, (dict, list, tuple)) and len(x) else x
+    if not hasattr(first, "__len__") or len(first) == 0:
         raise ValueError(f"x must be a non-empty batch of the model's inputs. Received {type(x).__name__}.")
     momentum = [layer.momentum for layer in norms]
+    trainable = [layer.trainable for layer in norms]
     try:
         for layer in norms:
             layer.momentum = 0.0
-        model(x[:batch_size], training=True)
+            layer.trainable = True  # Keras updates the statistics of trainable BatchNorms only (a frozen base)
+        model(tf.nest.map_structure(lambda a: a[:batch_size], x), training=True)
     finally:
-        for layer, value in zip(norms, momentum):
+        for layer, value, was_trainable in zip(norms, momentum, trainable):
             layer.momentum = value
+            layer.trainable = was_trainable
     return model

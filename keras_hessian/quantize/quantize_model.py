@@ -195,7 +195,9 @@ def quantize_model(
 
     Post-training quantization that is ready for quantization-aware fine-tuning: each
     selected layer whose exact type the registry (`keras_hessian.layers.registry`) has a class
-    for under the scheme (today `Dense`, `Conv1D`, `Conv2D`; more as classes register) becomes
+    for under the scheme (`Dense`, `Conv1D`, `Conv2D`, `DepthwiseConv2D`, `EinsumDense`, `Embedding`,
+    `MultiHeadAttention`, `SeparableConv2D`, and KerasHub's `TransformerEncoder` when keras-hub is
+    installed; `keras_hessian.quantize.QUANTIZABLE_LAYERS`) becomes
     that `Binary*`, `TernaryResidual*`, `DFP16*`, `Integer*` or `Float16*` layer with the float
     kernel and bias as its latent weights (and its activation, regularizers, activity
     regularizer and constraints); every other layer is cloned with its weights (BatchNorm,

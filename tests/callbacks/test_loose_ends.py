@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -63,7 +64,9 @@ def test_a_stale_backup_of_another_run_is_not_restored(digits_flat, tmp_path):
         _model().fit(adaptive_dataset(x, y, seed=0), epochs=3, callbacks=[first, RaiseAtEpochEnd(1)], verbose=0)
     # Another run (other weights) in the same directory, started at epoch 2 by hand.
     second = BatchIncreaseSchedule([], initial_batch_size=100, max_batch_size=1000, backup_dir=backup)
-    history = _model(seed=5).fit(adaptive_dataset(x, y, seed=0), epochs=3, initial_epoch=2, callbacks=[second], verbose=0)
+    history = _model(seed=5).fit(
+        adaptive_dataset(x, y, seed=0), epochs=3, initial_epoch=2, callbacks=[second], verbose=0
+    )
     assert history.history["batch_size"] == [100.0]
 
 
@@ -78,3 +81,47 @@ def test_the_same_runs_backup_is_restored(digits_flat, tmp_path):
     second = BatchIncreaseSchedule([1], factor=4, initial_batch_size=100, max_batch_size=1000, backup_dir=backup)
     history = model.fit(adaptive_dataset(x, y, seed=0), epochs=3, initial_epoch=2, callbacks=[second], verbose=0)
     assert history.history["batch_size"] == [400.0]
+
+
+class RaiseOnceAtEpochEnd(keras.callbacks.Callback):
+    """Raises at the end of `epoch` the first time only (the interrupted fit; the resumed one goes on)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch, self.raised = epoch, False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch and not self.raised:
+            self.raised = True
+            raise RuntimeError("stopped by the test")
+
+
+@pytest.mark.parametrize("backup_first", [True, False])
+def test_same_process_resume_with_backup_and_restore_continues_the_schedule(digits_flat, tmp_path, backup_first):
+    # Keras' own resume pattern: the fit raises, then fit again with the same callback objects. The truth is
+    # the uninterrupted fit: the same batch size and learning rate in every epoch, whichever callback runs first.
+    from keras_hessian.callbacks import TimerBatchSize
+
+    (x, y), _ = digits_flat
+
+    def run(interrupt):
+        timer = TimerBatchSize(
+            every=1,
+            initial_batch_size=50,
+            max_batch_size=1000,
+            backup_dir=str(tmp_path / f"s{interrupt}{backup_first}"),
+        )
+        backup = keras.callbacks.BackupAndRestore(str(tmp_path / f"b{interrupt}{backup_first}"))
+        callbacks = [backup, timer] if backup_first else [timer, backup]
+        model = _model()
+        if not interrupt:
+            return model.fit(adaptive_dataset(x, y, seed=0), epochs=4, callbacks=callbacks, verbose=0).history
+        stop = RaiseOnceAtEpochEnd(1)
+        with pytest.raises(RuntimeError, match="stopped by the test"):
+            model.fit(adaptive_dataset(x, y, seed=0), epochs=4, callbacks=[*callbacks, stop], verbose=0)
+        return model.fit(adaptive_dataset(x, y, seed=0), epochs=4, callbacks=[*callbacks, stop], verbose=0).history
+
+    reference, resumed = run(False), run(True)
+    assert reference["batch_size"] == [50.0, 100.0, 200.0, 400.0]
+    assert resumed["batch_size"] == reference["batch_size"][2:]  # epochs 2 and 3, after the restore
+    np.testing.assert_allclose(resumed["learning_rate"], reference["learning_rate"][2:], rtol=1e-6)

@@ -111,3 +111,27 @@ def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch, linear_
         ["spectrum", str(linear_keras[1]), "--data", "digits", "--density", str(tmp_path)], capsys
     )
     assert calls == []
+
+
+def test_no_output_may_overwrite_the_input_model_or_another_output(tmp_path, monkeypatch, linear_keras, capsys):
+    # A review found `spectrum --json MODEL.keras` destroying the model after the whole run.
+    import shutil
+
+    import keras_hessian.hessian
+
+    calls = []
+    monkeypatch.setattr(keras_hessian.hessian, "top_eigenvalues", lambda *a, **k: calls.append("top_eigenvalues"))
+    model = tmp_path / "m.keras"
+    shutil.copy(linear_keras[1], model)
+    before = model.read_bytes()
+    for option in ("--json", "--density", "--landscape"):
+        argv = ["spectrum", str(model), "--data", "digits", option, str(model)]
+        assert "is the input model" in _error(argv, capsys)
+    same = str(tmp_path / "out.png")
+    assert "same file" in _error(["spectrum", str(model), "--data", "digits", "--density", same, "--landscape", same], capsys)
+    both = str(tmp_path / "t.keras")
+    assert "same file as --save" in _error(["train", "--epochs", "1", "--save", both, "--json", both], capsys, "train")
+    assert "--save must name a .keras file" in _error(
+        ["quantize", str(model), "--data", "digits", "--budget", "0.5", "--out", str(tmp_path / "q.tflite"), "--save", str(tmp_path / "q")], capsys, "quantize"
+    )
+    assert model.read_bytes() == before and calls == []

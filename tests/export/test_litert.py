@@ -37,3 +37,19 @@ def test_evaluate_and_parity_check_their_data(float_model, digits, tmp_path):
         parity_report(float_model, path, x.reshape(len(x), 64))
     with pytest.raises(ValueError, match="existing .tflite file"):
         evaluate_tflite(tmp_path / "missing.tflite", (x, y))
+
+
+def test_a_single_output_unit_has_no_top1_to_report(tmp_path):
+    # argmax over one unit is always 0: accuracy and agreement would be meaningless, so they are refused.
+    import keras
+    import numpy as np
+    import pytest
+
+    from keras_hessian.export import evaluate_tflite, parity_report, to_tflite
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    path = to_tflite(model, tmp_path / "sigmoid.tflite", mode="float32")
+    x, y = np.random.default_rng(0).normal(size=(8, 4)).astype("float32"), np.zeros(8, int)
+    for report in (evaluate_tflite, lambda p, d: parity_report(model, p, d)):
+        with pytest.raises(ValueError, match="one score per class"):
+            report(path, (x, y))

@@ -157,3 +157,74 @@ def test_recalibrate_batch_norm_sets_the_statistics_of_the_inputs_and_keeps_the_
     assert bn.momentum == 0.999 and np.array_equal(model.get_layer("conv").kernel.numpy(), kernel)
     with pytest.raises(ValueError, match="x must be"):
         recalibrate_batch_norm(model, np.zeros((0, 6, 6, 2), "float32"))
+
+
+def test_recalibrate_reaches_a_frozen_batch_norm_and_leaves_it_frozen():
+    from keras_hessian.quantize import recalibrate_batch_norm
+
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((5,))
+    hidden = keras.layers.Dense(4, name="dense")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(hidden))
+    model.get_layer("bn").trainable = False  # a frozen base model, as in fine-tuning
+    x = np.random.default_rng(1).normal(1.0, 2.0, (64, 5)).astype("float32")
+    recalibrate_batch_norm(model, x)
+    features = keras.Model(inputs, hidden)(x).numpy()
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), features.mean(axis=0), rtol=1e-4, atol=1e-5)
+    assert bn.trainable is False
+
+
+def test_a_layer_shared_with_a_nested_model_is_not_folded():
+    # The conv and its BatchNorm are called inside `inner` and again in the parent graph: folding the
+    # BatchNorm into the shared conv's kernel would change the parent's second call.
+    keras.utils.set_random_seed(7)
+    conv = keras.layers.Conv2D(3, 3, padding="same", name="shared_conv")
+    norm = keras.layers.BatchNormalization(name="shared_bn")
+    inner_in = keras.Input((6, 6, 2))
+    inner = keras.Model(inner_in, norm(conv(inner_in)), name="inner")
+    outer_in = keras.Input((6, 6, 2))
+    model = keras.Model(outer_in, keras.layers.Add()([inner(outer_in), conv(outer_in)]))
+    with_random_batch_norm_statistics(inner)
+    x = np.random.default_rng(2).normal(size=(4, 6, 6, 2)).astype("float32")
+    folded = fold_batch_norm(model)
+    assert_close(folded(x, training=False), model(x, training=False))
+    assert "shared_bn" in norms(folded.get_layer("inner"))
+
+
+def test_a_lora_dense_is_not_folded():
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((5,))
+    dense = keras.layers.Dense(4, name="dense")
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(dense(inputs)))
+    dense.enable_lora(2)
+    with_random_batch_norm_statistics(model)
+    x = np.random.default_rng(3).normal(size=(8, 5)).astype("float32")
+    folded = fold_batch_norm(model)
+    assert "bn" in norms(folded)
+    assert_close(folded(x, training=False), model(x, training=False))
+
+
+def test_auto_export_says_when_the_converter_fused_a_batch_norm_into_a_quantized_kernel(tmp_path):
+    # Unfolded, the converter multiplies the BatchNorm into the quantized conv's kernel: no filter of the
+    # file holds the planned levels, so that kernel stays float32. The export says so; folded, it is stored.
+    import warnings
+
+    from tests.export.test_per_layer_storage import FLOAT32, INT8, stored_tensors
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, name="c1")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(16, 3, name="c2")(h))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="head")(keras.layers.Flatten()(keras.layers.ReLU()(h))))
+    with_random_batch_norm_statistics(model)
+    unfolded = quantize_model(model, "integer", skip_first_last=False, verbose=False)
+    with pytest.warns(UserWarning, match=r"\['c2'\].*fold_batch_norm=True"):
+        path = to_tflite(unfolded, tmp_path / "unfolded.tflite")
+    assert FLOAT32 in [entry[0] for entry in stored_tensors(path)[(16, 3, 3, 8)]]
+    folded = quantize_model(model, "integer", skip_first_last=False, verbose=False, fold_batch_norm=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = to_tflite(folded, tmp_path / "folded.tflite")
+    assert not [w for w in caught if "fold_batch_norm" in str(w.message)]
+    assert INT8 in [entry[0] for entry in stored_tensors(path)[(16, 3, 3, 8)]]
