@@ -25,7 +25,14 @@ def _save(fig, path: str | os.PathLike) -> str:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"path: the directory {directory!r} does not exist. Received path={path!r}.")
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # a bare Figure saves through the Agg canvas
+    import io
+    import pathlib
+
+    from keras_hessian._files import write_atomically
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")  # a bare Figure saves through the Agg canvas
+    write_atomically(pathlib.Path(os.path.abspath(path)), buffer.getvalue())  # the whole PNG or the old file
     return path
 
 

@@ -62,7 +62,10 @@ class AdaptiveBatchSize(BatchSizeController):
     without one), and the counts `eigenvalue_increases` / `patience_increases` of the increases
     each rule triggered so far (also attributes). From the second measurement on, the solver
     starts from the last measurement's eigenvector (`eigenvectors`, kept across fits while the
-    model's trainable weights keep their shapes), which cuts the products per check.
+    model's trainable weights keep their shapes), which cuts the products per check. A deviation
+    from the authors' random start: when two eigenvalues cross between checks, power iteration
+    from the old direction may stop (at `tol`) on the old direction's now smaller eigenvalue and
+    read a fall; Lanczos (`method="lanczos"`) or a tighter `tol` guards against that.
     `hessian_seconds` accumulates the time spent on Hessian work;
     `history` holds one dict per epoch (measured eigenvalue or None, and what triggered an
     increase: `"eigenvalue"` or `"patience"`).

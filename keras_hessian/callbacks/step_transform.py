@@ -25,8 +25,11 @@ A composed step does, for each batch:
   micro-batches of at most that size inside the step (`tf.while_loop`, the count is dynamic so
   a new batch size does not retrace); each micro-batch is transformed, its gradient of the
   mean loss is weighted by its share of the batch and summed, and the optimizer applies the sum
-  once. For Keras' default `sum_over_batch_size` reduction this is exactly the gradient of the
-  whole batch (Yao et al., arXiv 1810.01021, build large batches the same way); metrics and
+  once. For Keras' default `sum_over_batch_size` reduction, and layers whose training-mode
+  output of an example does not depend on the rest of the batch, this is exactly the gradient of
+  the whole batch (Yao et al., arXiv 1810.01021, build large batches the same way); BatchNorm in
+  training mode normalizes each micro-batch by its own statistics, as a smaller physical batch
+  would (and Dropout draws its masks per micro-batch, which changes nothing in expectation); metrics and
   the loss tracker are updated per micro-batch with sample counts, so they report the batch.
   Memory holds the inputs of the whole batch but the activations of one micro-batch only.
 

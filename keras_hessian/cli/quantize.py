@@ -98,23 +98,24 @@ def run(args: argparse.Namespace) -> int:
          for r in plan.layers.values()],
     )
     print(f"planned: {plan.predicted_bytes:,} bytes = {plan.size_ratio:.3f} x float32 ({plan.float32_bytes:,})\n")
+    quantized = quantize_model(model, plan)
+    if epochs:
+        _fine_tune(quantized, model, x, y, loss, epochs, args.learning_rate)
+    calibration, evaluation = export_data(args.data, quantized)
+    from keras_hessian import export
+
+    target, report = write_checked(quantized, args.out, "auto", calibration[:200], evaluation)
+    print(export.format_parity_report(report, target))
+    # The other outputs once the export has succeeded: a failure above leaves every file as it was.
     if args.plan_out:
         plan.save(args.plan_out)
         print(f"plan written to {args.plan_out}")
     if args.plot:
         plots.plot_sensitivity(plan, args.plot)
         print(f"sensitivities drawn to {args.plot}")
-    quantized = quantize_model(model, plan)
-    if epochs:
-        _fine_tune(quantized, model, x, y, loss, epochs, args.learning_rate)
     if args.save:
         save_model_atomically(quantized, args.save)
         print(f"quantized model saved to {args.save}")
-    calibration, evaluation = export_data(args.data, quantized)
-    from keras_hessian import export
-
-    target, report = write_checked(quantized, args.out, "auto", calibration[:200], evaluation)
-    print(export.format_parity_report(report, target))
     return 0
 
 

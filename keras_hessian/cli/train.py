@@ -65,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     check_int("--samples", args.samples, 10)
     check_int("--hessian-examples", args.hessian_examples, 1)
     check_float("--lr", args.lr, minimum=0.0, exclusive_minimum=True)
+    check_float("--lr-decay", args.lr_decay, minimum=0.0, maximum=1.0, exclusive_minimum=True, exclusive_maximum=True)
+    check_int("--seed", args.seed, 0)
     check_output_directory("--backup-dir", args.backup_dir)
     check_output_file("--json", args.json)
     if args.save is not None and not str(args.save).endswith(".keras"):

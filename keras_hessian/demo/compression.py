@@ -108,6 +108,7 @@ def prune(models: dict, data: tuple, run: Any) -> dict:
     callback = PruneDuringTraining(schedule, criterion="obd", data=_subset(data, settings, seed), seed=seed,
                                    num_probes=settings.prune_probes)
     copy.fit(x, y, batch_size=FINE_TUNE_BATCH, epochs=settings.prune_epochs, callbacks=[callback], verbose=run.verbose)
+    fine_tune_iterations = int(copy.optimizer.iterations.numpy())  # measured: the steps the pruning fit took
     pruned = _compile(strip_pruning(copy))
     models["pruned"] = pruned
     summary = sparsity_summary(pruned)
@@ -122,7 +123,7 @@ def prune(models: dict, data: tuple, run: Any) -> dict:
         "sparsity": float(summary["total"]["sparsity"]),
         "layers": {row["layer"]: float(row["sparsity"]) for row in summary["layers"]},
         "fine_tune_epochs": settings.prune_epochs,
-        "fine_tune_iterations": steps,
+        "fine_tune_iterations": fine_tune_iterations,
         "accuracy": accuracy(pruned, xt, yt),
     }
 

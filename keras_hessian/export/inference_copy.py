@@ -228,7 +228,9 @@ def build_inference_copy(
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         if not isinstance(layer, keras.layers.Layer):
-            return layer  # an operator-syntax / keras.ops node (`h + pos`): stateless, shared as is
+            # An operator-syntax / keras.ops node (`h + pos`): stateless, but a fresh copy, so the copy's
+            # graph adds no node to the user's operation (and keeps no reference to the copy alive).
+            return layer.__class__.from_config(layer.get_config())
         terms = ternary_pieces(layer) if split_ternary else None
         if terms is not None or is_quantized_layer(layer):
             # The user's layer name stays on the outermost replacement (error messages).

@@ -152,6 +152,8 @@ class Candidate:
         """Whether this precision exists for `layer`'s type."""
         if self.scheme in _FLOAT_CASTS:
             return type(layer) in registry.quantizable_types()
+        if getattr(layer, "groups", 1) != 1:  # quantized convolutions support groups=1 only
+            return False
         per_channel = not isinstance(self.spec, str) and self.spec.get("block_size") == _PER_CHANNEL
         if per_channel and len(kernel_parts(layer)) != 1:
             return False

@@ -113,6 +113,7 @@ def make_plan(model: keras.Model, scheme: Any, skip_first_last: bool) -> tuple[P
             plan[id(layer)] = (name, options)
         return plan, None
     name, options = normalize_spec(scheme, "scheme")
-    quantizable = [layer for _, layer in layers if is_quantizable(layer, name)]
+    # A grouped convolution has no quantized form: a whole-model scheme leaves it float (the report says so).
+    quantizable = [layer for _, layer in layers if is_quantizable(layer, name) and getattr(layer, "groups", 1) == 1]
     chosen = quantizable[1:-1] if skip_first_last else quantizable
     return {id(layer): (name, options) for layer in chosen}, name

@@ -74,6 +74,8 @@ def _decide(layer: keras.layers.Layer, plan: Plan, model_scheme: str | None, ins
         reason = report_module.NOT_IN_PLAN if is_quantizable(layer) else report_module.NO_QUANTIZED_FORM
     elif model_scheme == "float32":
         reason = report_module.FLOAT32
+    elif getattr(layer, "groups", 1) != 1 and is_quantizable(layer, model_scheme):
+        reason = report_module.GROUPED
     elif is_quantizable(layer, model_scheme):
         reason = report_module.FIRST_OR_LAST
     else:

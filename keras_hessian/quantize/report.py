@@ -29,6 +29,7 @@ ALREADY_QUANTIZED = "already quantized"
 IN_SUBCLASSED_MODEL = "inside a subclassed model, copied as it is"
 NO_WEIGHTS = "no weights"
 FOLDED = "folded into"
+GROUPED = "grouped convolution (quantized convolutions support groups=1 only)"
 
 _HINTS = {"BatchNormalization": "fold them into the layer before: quantize_model(..., fold_batch_norm=True)"}
 

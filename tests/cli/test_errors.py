@@ -135,3 +135,8 @@ def test_no_output_may_overwrite_the_input_model_or_another_output(tmp_path, mon
         ["quantize", str(model), "--data", "digits", "--budget", "0.5", "--out", str(tmp_path / "q.tflite"), "--save", str(tmp_path / "q")], capsys, "quantize"
     )
     assert model.read_bytes() == before and calls == []
+
+
+def test_train_numbers_are_checked_by_their_flag_names(capsys):
+    for argv, flag in ((["--lr-decay", "0"], "--lr-decay"), (["--lr-decay", "1"], "--lr-decay"), (["--seed", "-1"], "--seed")):
+        assert flag in _error(["train", "--epochs", "1", *argv], capsys, "train")

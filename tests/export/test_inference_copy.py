@@ -97,3 +97,21 @@ def test_subclassed_model_with_quantized_layers_is_refused(tmp_path):
     with pytest.raises(ValueError, match="Subclassed.*functional"):
         to_tflite(model, tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exporting_adds_no_node_to_the_users_operations(tmp_path):
+    # `h + pos` and `keras.ops.mean` are operations of the user's graph: the inference copy must not call them
+    # (each call would add a node to the user's model and keep the copy alive).
+    import keras
+
+    from keras_hessian.export import to_tflite
+    from keras_hessian.quantize import quantize_model
+
+    inputs = keras.Input((5, 4))
+    h = keras.layers.Dense(4)(inputs) + keras.ops.ones((5, 4))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.ops.mean(h, axis=1)))
+    operations = [op for op in model.operations if not isinstance(op, keras.layers.Layer)]
+    assert [type(op).__name__ for op in operations] == ["Add", "Mean"]
+    for exported in (model, quantize_model(model, "integer", skip_first_last=False, verbose=False), model):
+        to_tflite(exported, tmp_path / "m.tflite", mode="float32")
+    assert [len(op._inbound_nodes) for op in operations] == [1, 1]

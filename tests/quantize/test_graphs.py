@@ -395,3 +395,19 @@ def test_keras_hub_bert_quantized_export_agrees_in_litert(bert_files, scheme):
     assert np.mean(litert.argmax(-1) == keras_logits.argmax(-1)) >= 0.99
     # int8 hybrid kernels round activations per row: a small error against the Keras logits' own range.
     assert np.abs(litert - keras_logits).max() <= 0.05 * np.abs(keras_logits).max()
+
+
+def test_a_grouped_convolution_stays_float_and_the_rest_is_quantized():
+    # A whole-model scheme on a ResNeXt-style graph: the grouped convolution has no quantized form.
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((8, 8, 4))
+    h = keras.layers.Conv2D(8, 3, name="plain")(inputs)
+    h = keras.layers.Conv2D(8, 3, groups=2, name="grouped")(h)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.Flatten()(h)))
+    quantized = quantize_model(model, "integer", skip_first_last=False, verbose=False)
+    report = quantized.quantize_report
+    assert {row.path for row in report.quantized} == {"plain", "head"}
+    assert {row.path: row.reason for row in report.kept_float}["grouped"].startswith("grouped convolution")
+    assert type(quantized.get_layer("grouped")) is keras.layers.Conv2D
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32")
+    assert np.asarray(quantized(x)).shape == (2, 3)
