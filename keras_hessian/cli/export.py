@@ -13,6 +13,7 @@ from typing import Any
 from keras_hessian._validation import check_int
 from keras_hessian.cli._common import (
     DATA_HELP,
+    CommandError,
     add_verbose,
     check_input_file,
     check_output_file,
@@ -71,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if args.data is None and args.mode in _MODES_NEEDING_DATA:
         raise ValueError(
             f"--mode {args.mode} calibrates on examples: pass --data digits, mnist1d, tfds:NAME or FILE.npz."
+        )
+    if args.weight_only and args.mode not in ("auto", "dynamic_int8"):
+        raise CommandError(
+            f"--weight-only stores integer weights for float compute: it works with --mode auto (a quantized "
+            f"model) or dynamic_int8. Received --mode {args.mode}."
         )
     check_input_file("MODEL", args.model)
     refuse_overwriting(args.model, {"OUTPUT": args.output})

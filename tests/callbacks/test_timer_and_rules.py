@@ -103,3 +103,19 @@ def test_patience_increases_are_counted(digits_flat):
     assert history["patience_increases"] == [1.0, 2.0, 3.0]
     assert history["eigenvalue_increases"] == [0.0, 0.0, 0.0]
     assert history["batch_size"] == [32.0, 64.0, 128.0]
+
+
+def test_patience_three_with_a_check_every_two_epochs_follows_the_closed_form(digits_flat):
+    # The eigenvalue never falls far enough (drop_ratio 1e6): only the duration rule grows the batch, after
+    # 3 epochs without an increase, i.e. at the ends of epochs 2 and 5; the Hessian is measured at the ends
+    # of epochs 1, 3, 5 (every 2nd), independently of the increases.
+    (x, y), _ = digits_flat
+    abs_callback = AdaptiveBatchSize(
+        (x[:200], y[:200]), initial_batch_size=32, max_batch_size=1024, patience=3, check_every=2, drop_ratio=1e6
+    )
+    history = _model().fit(adaptive_dataset(x, y, seed=0), epochs=7, callbacks=[abs_callback], verbose=0).history
+    assert history["batch_size"] == [32.0, 32.0, 32.0, 64.0, 64.0, 64.0, 128.0]
+    assert history["patience_increases"] == [0.0, 0.0, 1.0, 1.0, 1.0, 2.0, 2.0]
+    assert history["eigenvalue_increases"] == [0.0] * 7
+    measured = [not np.isnan(count) for count in history["hessian/hvp_count"]]
+    assert measured == [False, True, False, True, False, True, False]

@@ -140,3 +140,10 @@ def test_no_output_may_overwrite_the_input_model_or_another_output(tmp_path, mon
 def test_train_numbers_are_checked_by_their_flag_names(capsys):
     for argv, flag in ((["--lr-decay", "0"], "--lr-decay"), (["--lr-decay", "1"], "--lr-decay"), (["--seed", "-1"], "--seed")):
         assert flag in _error(["train", "--epochs", "1", *argv], capsys, "train")
+
+
+def test_export_weight_only_with_a_float_mode_is_refused_by_flag_name(tmp_path, linear_keras, capsys):
+    out = tmp_path / "m.tflite"
+    err = _error(["export", str(linear_keras[1]), str(out), "--mode", "float16", "--weight-only"], capsys, "export")
+    assert "--weight-only" in err and "--mode float16" in err
+    assert not out.exists()
