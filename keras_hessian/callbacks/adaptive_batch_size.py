@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 
 import numpy as np
 import tensorflow as tf
@@ -61,8 +62,8 @@ class AdaptiveBatchSize(BatchSizeController):
     measuring stops at the cap), `hessian/hvp_count` (the products of this epoch's check, NaN
     without one), and the counts `eigenvalue_increases` / `patience_increases` of the increases
     each rule triggered so far (also attributes). From the second measurement on, the solver
-    starts from the last measurement's eigenvector (`eigenvectors`, kept across fits while the
-    model's trainable weights keep their shapes), which cuts the products per check. A deviation
+    starts from the last measurement's eigenvector (`eigenvectors`, kept across fits of the same
+    model while its trainable weights keep their shapes; a fit of another model starts afresh), which cuts the products per check. A deviation
     from the authors' random start: when two eigenvalues cross between checks, power iteration
     from the old direction may stop (at `tol`) on the old direction's now smaller eigenvalue and
     read a fall; Lanczos (`method="lanczos"`) or a tighter `tol` guards against that.
@@ -146,6 +147,7 @@ class AdaptiveBatchSize(BatchSizeController):
         self.seed = check_int("seed", seed, minimum=0)
         self._operator = None
         self.eigenvectors: list | None = None  # the last measurement's, the next one's start
+        self._vectors_of = None  # weakref to the model they belong to
         self._reset()
         self.hessian_seconds = 0.0
         self.history: list[dict] = []
@@ -217,6 +219,9 @@ class AdaptiveBatchSize(BatchSizeController):
             self.model, self.hessian_data, training=False, method=self.hvp_method,
             batch_size=self.hessian_batch_size,
         )
+        if self._vectors_of is not None and self._vectors_of() is not self.model:  # another model's: no warm start
+            self.eigenvectors = None
+        self._vectors_of = weakref.ref(self.model)
         self.eigenvectors = compatible_vectors(self.eigenvectors, self._operator.variables)
 
     def measure(self) -> float:

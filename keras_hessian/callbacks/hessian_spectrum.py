@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 import keras
 
@@ -29,8 +30,8 @@ class HessianSpectrum(keras.callbacks.Callback):
     TensorBoard and the progress bar. Epochs between measurements log NaN, which keeps every
     column the same length. `hessian/hvp_count` logs the products each measurement spent (NaN
     between measurements): from the second measurement on the solver starts from the last
-    eigenvectors (`eigenvectors`, kept across fits while the trainable weights keep their
-    shapes), which the Hessian's slow drift between epochs makes a close start. Use it to watch sharpness while training, e.g. to compare batch
+    eigenvectors (`eigenvectors`, kept across fits of the same model while its trainable
+    weights keep their shapes; a fit of another model starts afresh), which the Hessian's slow drift between epochs makes a close start. Use it to watch sharpness while training, e.g. to compare batch
     sizes or learning rates. The measurement reads the weights and changes nothing: weights,
     optimizer state, metrics and the random stream of training stay what they would be without
     it (the probes are drawn with stateless seeds). Under `tf.distribute` the products are split
@@ -87,6 +88,7 @@ class HessianSpectrum(keras.callbacks.Callback):
         self.history: dict[str, list[float]] = {}
         self._operator = None
         self.eigenvectors: list | None = None  # the last measurement's, the next one's start
+        self._vectors_of = None  # weakref to the model they belong to
 
     def get_config(self) -> dict:
         return {
@@ -108,6 +110,9 @@ class HessianSpectrum(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._operator = HessianOperator(self.model, self.data, training=self.training)
+        if self._vectors_of is not None and self._vectors_of() is not self.model:  # another model's: no warm start
+            self.eigenvectors = None
+        self._vectors_of = weakref.ref(self.model)
         self.eigenvectors = compatible_vectors(self.eigenvectors, self._operator.variables)
         if self.top_k > self._operator.num_parameters:
             raise ValueError(

@@ -192,9 +192,10 @@ def float32_weight(weight: np.ndarray) -> np.ndarray:
     return weight
 
 
-def _float32_config(config: dict) -> dict:
-    config = dict(config)
-    if "dtype" in config:
+def _float32_config(layer: keras.layers.Layer) -> dict:
+    """`layer`'s config under float32, if it computes in a float dtype (an integer layer, e.g. a lookup, keeps its own)."""
+    config = dict(layer.get_config())
+    if "dtype" in config and keras.backend.is_float_dtype(layer.dtype_policy.compute_dtype):
         config["dtype"] = "float32"
     return config
 
@@ -260,7 +261,7 @@ def build_inference_copy(
             quantized_kernels.append(kernel)
             storage.append(KernelStorage(kernel, "exact" if exact else "int", bits, layer.name))
         else:
-            new = type(layer).from_config(_float32_config(layer.get_config()))
+            new = type(layer).from_config(_float32_config(layer))
             weights = [float32_weight(w) for w in layer.get_weights()]
             target = new
             origin[new.name] = layer

@@ -73,3 +73,27 @@ def test_spectrum_warm_start_spends_fewer_products(mlp, digits_flat, hessian_bat
     assert counts[1] < counts[0] and counts[2] < counts[0]
     exact = np.sort(np.abs(np.linalg.eigvalsh(mlp_hessian)))[::-1][:2]
     np.testing.assert_allclose(np.abs([history.history["hessian/top_eigenvalue"][2], history.history["hessian/eigenvalue_2"][2]]), exact, rtol=1e-3)
+
+
+def test_a_fit_of_another_model_with_the_same_shapes_starts_afresh(mlp, digits_flat, hessian_batch_flat):
+    # A seed sweep reusing one callback: the second model's first check must not start from the first
+    # model's eigenvector; it is then the very computation a fresh callback does (same seed, same start).
+    (x, y), _ = digits_flat
+
+    def first_check(callback, seed):
+        keras.utils.set_random_seed(seed)
+        model = keras.models.clone_model(mlp)
+        model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(adaptive_dataset(x[:256], y[:256], seed=0), epochs=1, callbacks=[callback], verbose=0)
+        return callback.history[0]["eigenvalue"], callback.history[0]["hvp_count"]
+
+    def fresh():
+        return AdaptiveBatchSize(
+            hessian_batch_flat, initial_batch_size=64, max_batch_size=128, patience=None, method="power", tol=1e-4,
+            max_iter=100,
+        )
+
+    reused = fresh()
+    first_check(reused, 1)
+    assert reused.eigenvectors is not None
+    assert first_check(reused, 2) == first_check(fresh(), 2)

@@ -115,3 +115,12 @@ def test_exporting_adds_no_node_to_the_users_operations(tmp_path):
     for exported in (model, quantize_model(model, "integer", skip_first_last=False, verbose=False), model):
         to_tflite(exported, tmp_path / "m.tflite", mode="float32")
     assert [len(op._inbound_nodes) for op in operations] == [1, 1]
+
+
+def test_the_float32_rebuild_leaves_integer_layers_their_dtype():
+    import keras
+
+    from keras_hessian.export.inference_copy import _float32_config
+
+    assert keras.dtype_policies.get(_float32_config(keras.layers.Identity(dtype="int32"))["dtype"]).name == "int32"
+    assert _float32_config(keras.layers.Dense(2, dtype="mixed_bfloat16"))["dtype"] == "float32"
