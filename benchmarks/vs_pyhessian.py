@@ -306,7 +306,7 @@ def exact_trace(model, data, chunk: int = 32) -> float:
     return total / len(x)
 
 
-def references(model, data, quick: bool) -> dict:
+def references(model, data) -> dict:
     """Converged values: ARPACK's top 3, the exact trace, a 2-vector SLQ of 100 steps with the top 10 deflated."""
     op = HessianOperator(model, data)
     start = time.perf_counter()
@@ -346,7 +346,7 @@ def compare(model, data, torch_side: TorchSide, rounds: int, quick: bool) -> dic
         "torch_parameters": torch_side.hello["parameters"],
     }
     print(f"loss: keras {engine_loss:.6f}, torch {torch_side.hello['loss']:.6f}", flush=True)
-    ref = references(model, data, quick)
+    ref = references(model, data)
     report["reference"] = {k: v for k, v in ref.items() if not k.startswith("density")}
     print(f"references: {report['reference']}", flush=True)
     tasks = ["top1", "top3", "trace", "trace_matched", "density", "density_batched"]

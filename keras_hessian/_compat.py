@@ -98,6 +98,11 @@ def is_functional(model: Any) -> bool:
     return isinstance(model, Functional)
 
 
+
+def is_graph_model(model: Any) -> bool:
+    """A Sequential or Functional model: one whose layers Keras can rebuild one by one (`clone_model`)."""
+    return isinstance(model, keras.Sequential) or is_functional(model)
+
 def input_structure(model: Any) -> Any:
     """The model's inputs as its `call` expects them: a dict, list or single `KerasTensor`.
 
@@ -280,10 +285,11 @@ def attention_projections(layer: Any) -> dict[str, Any]:
     return {name: sublayer for name, sublayer in found.items() if sublayer is not None}
 
 
-def replace_attention_projection(layer: Any, attribute: str, projection: Any) -> None:
-    """Put `projection` in place of the MultiHeadAttention projection `attribute`, inside its `build`."""
+def replace_sublayer(layer: Any, attribute: str, sublayer: Any) -> None:
+    """Put `sublayer` in place of the one `layer` holds as `attribute` (a MultiHeadAttention projection,
+    a KerasHub block's attention or Dense), inside `layer`'s `build`: the old one is no longer tracked."""
     untrack_sublayer(layer, getattr(layer, attribute))
-    setattr(layer, attribute, projection)
+    setattr(layer, attribute, sublayer)
 
 
 # KerasHub's TransformerEncoder (keras_hub/src/layers/modeling/transformer_encoder.py, keras-hub 0.32):

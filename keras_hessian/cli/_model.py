@@ -132,13 +132,25 @@ def check_examples(model: Any, x: Any, y: Any, loss: Any, loss_name: str) -> Non
 
 def refuse_overwriting(model: str, outputs: dict) -> None:
     """Fail if an output path (`{option: path}`, None skipped) names the input model or another output."""
+    for option, path in outputs.items():
+        if path is not None and same_file(model, path):
+            raise CommandError(f"{option} {path!r} is the input model: writing it would destroy the model.")
+    refuse_same_outputs(outputs)
+
+
+def refuse_same_outputs(outputs: dict) -> None:
+    """Fail if two output paths (`{option: path}`, None skipped) name one file."""
     given = [(option, path) for option, path in outputs.items() if path is not None]
     for i, (option, path) in enumerate(given):
-        if same_file(model, path):
-            raise CommandError(f"{option} {path!r} is the input model: writing it would destroy the model.")
         for other, earlier in given[:i]:
             if same_file(earlier, path):
                 raise CommandError(f"{option} {path!r} is the same file as {other}: give them two names.")
+
+
+def check_keras_file(option: str, path: str | None) -> None:
+    """Fail unless `path` (None skipped) names a `.keras` file, Keras' native format."""
+    if path is not None and not str(path).endswith(".keras"):
+        raise CommandError(f"{option} must name a .keras file (Keras' native format). Received {path!r}.")
 
 
 def same_file(a: str, b: str) -> bool:

@@ -25,7 +25,14 @@ from keras_hessian.cli._common import (
     progress,
     quiet_tensorflow,
 )
-from keras_hessian.cli._model import check_examples, load_model, model_loss, refuse_overwriting, save_model_atomically
+from keras_hessian.cli._model import (
+    check_examples,
+    check_keras_file,
+    load_model,
+    model_loss,
+    refuse_overwriting,
+    save_model_atomically,
+)
 from keras_hessian.cli._tflite import export_data, write_checked
 
 # keras_hessian.hawq names, spelled out so that `--help` needs no TensorFlow (a test keeps them equal).
@@ -70,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not candidates:
         raise CommandError(f"--candidates: {unknown or 'none'} not among {list(CANDIDATES)}.")
     check_input_file("MODEL", args.model)
-    if args.save is not None and not str(args.save).endswith(".keras"):
-        raise CommandError(f"--save must name a .keras file (Keras' native format). Received {args.save!r}.")
+    check_keras_file("--save", args.save)
     refuse_overwriting(args.model, {"--out": args.out, "--save": args.save, "--plan-out": args.plan_out, "--plot": args.plot})
     for option in ("--out", "--plan-out", "--plot", "--save"):
         check_output_file(option, getattr(args, option[2:].replace("-", "_")))

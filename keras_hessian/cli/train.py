@@ -16,7 +16,7 @@ from keras_hessian.cli._common import (
     load_data,
     quiet_tensorflow,
 )
-from keras_hessian.cli._model import same_file, save_model_atomically, write_json
+from keras_hessian.cli._model import check_keras_file, refuse_same_outputs, save_model_atomically, write_json
 
 # keras_hessian.callbacks' METHODS and LR_SCALING_RULES, spelled out so that `--help` needs no
 # TensorFlow (a test keeps them equal).
@@ -69,11 +69,9 @@ def run(args: argparse.Namespace) -> int:
     check_int("--seed", args.seed, 0)
     check_output_directory("--backup-dir", args.backup_dir)
     check_output_file("--json", args.json)
-    if args.save is not None and not str(args.save).endswith(".keras"):
-        raise CommandError(f"--save must name a .keras file (Keras' native format). Received {args.save!r}.")
+    check_keras_file("--save", args.save)
     check_output_file("--save", args.save)
-    if args.save is not None and args.json is not None and same_file(args.save, args.json):
-        raise CommandError(f"--json {args.json!r} is the same file as --save: give them two names.")
+    refuse_same_outputs({"--save": args.save, "--json": args.json})
     if args.data not in DATASETS and not args.data.startswith("tfds:") and not args.data.endswith(".npz"):
         raise CommandError(f"--data must be digits, mnist1d, tfds:NAME or a FILE.npz. Received {args.data!r}.")
     quiet_tensorflow(args.verbose)

@@ -12,7 +12,8 @@ import itertools
 import json
 import math
 import os
-from typing import Any
+
+from keras_hessian.plots import _figure  # matplotlib's Figure, never pyplot
 
 TABLE_HEADER = ("model", "accuracy Keras", "accuracy LiteRT", "SGD iterations", "file bytes", "ratio to float",
                 "LiteRT latency (ms)")
@@ -113,12 +114,6 @@ def story(result: dict) -> list[str]:
 def _path(sizes: list) -> str:
     steps = [int(sizes[0])] + [int(b) for a, b in itertools.pairwise(sizes) if b != a]
     return f"stayed at {steps[0]}" if len(steps) == 1 else "went " + " -> ".join(str(s) for s in steps)
-
-
-def _figure(**kwargs) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
 
 
 def plot_training(training: dict, path: str) -> str:

@@ -99,10 +99,8 @@ def _plain_layer(layer: keras.layers.Layer, name: str) -> tuple[keras.layers.Lay
     """A plain Keras Dense/Conv layer holding `layer.quantized_kernel()`, and its weights."""
     if callable(getattr(layer, "float_layer", None)):
         return layer.float_layer(name), layer.float_weights()
-    kernel = np.asarray(keras.ops.convert_to_numpy(layer.quantized_kernel()), dtype=np.float32)
-    weights = [kernel]
-    if layer.use_bias:
-        weights.append(np.asarray(keras.ops.convert_to_numpy(layer.bias), dtype=np.float32))
+    weights = layer.float_weights()  # the quantized kernel as the inference pass applies it, and the bias
+    kernel = weights[0]
     common = {"activation": layer.activation, "use_bias": layer.use_bias, "dtype": "float32"}
     if hasattr(layer, "units"):
         return keras.layers.Dense(layer.units, name=name, **common), weights

@@ -73,7 +73,7 @@ class _QuantizedAttention(keras.layers.MultiHeadAttention):
         for attribute, float_layer in _compat.attention_projections(self).items():
             quantized = self.PROJECTION.from_float_layer(float_layer, **self.quantizer_options)
             quantized.build(tuple(shapes.get(float_layer.name, output_input)))
-            _compat.replace_attention_projection(self, attribute, quantized)
+            _compat.replace_sublayer(self, attribute, quantized)
 
     def projections(self) -> list[keras.layers.Layer]:
         """The quantized projections, in the order of Keras' own weights (query, key, [gate,] value, output)."""

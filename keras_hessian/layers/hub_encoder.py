@@ -88,21 +88,19 @@ class _QuantizedTransformerEncoder(TransformerEncoder):
             getattr(self, _ATTENTION), **{k: v for k, v in self.quantizer_options.items() if k in attention_options}
         )
         attention.build(query_shape=inputs_shape, value_shape=inputs_shape)
-        self._replace(_ATTENTION, attention)
+        _compat.replace_sublayer(self, _ATTENTION, attention)
         intermediate_shape = (*tuple(inputs_shape)[:-1], self.intermediate_dim)
         for attribute, shape in zip(_DENSES, (inputs_shape, intermediate_shape)):
             dense = self.DENSE.from_float_layer(getattr(self, attribute), **self.quantizer_options)
             dense.build(tuple(shape))
-            self._replace(attribute, dense)
-
-    def _replace(self, attribute: str, layer: keras.layers.Layer) -> None:
-        _compat.untrack_sublayer(self, getattr(self, attribute))
-        setattr(self, attribute, layer)
+            _compat.replace_sublayer(self, attribute, dense)
 
     def projections(self) -> list[keras.layers.Layer]:
         """The quantized kernel layers: the attention's projections, then the two feed-forward Dense layers."""
         if not self.built:
-            raise ValueError(f"{type(self).__name__} {self.name!r} creates its parts in build(): build or call it first.")
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} creates its parts in build(): build or call it first."
+            )
         return _compat.encoder_kernel_layers(self)
 
     def load_float_weights(self, layer: keras.layers.Layer) -> None:
@@ -126,15 +124,11 @@ class _QuantizedTransformerEncoder(TransformerEncoder):
         """The parts' weights in the plain layer's order, quantized kernels as the inference pass applies them."""
         weights = []
         for attribute in _PARTS:
-            part = getattr(self, attribute)
-            if callable(getattr(part, "float_weights", None)):
-                weights.extend(part.float_weights())
-            elif callable(getattr(part, "quantized_kernel", None)):
-                weights.append(np.asarray(keras.ops.convert_to_numpy(part.quantized_kernel()), np.float32))
-                if part.use_bias:
-                    weights.append(np.asarray(keras.ops.convert_to_numpy(part.bias), np.float32))
-            else:
-                weights.extend(np.asarray(w, np.float32) for w in part.get_weights())
+            part = getattr(self, attribute)  # quantized parts know their float weights; LayerNorms are float
+            quantized = callable(getattr(part, "float_weights", None))
+            weights.extend(
+                part.float_weights() if quantized else (np.asarray(w, np.float32) for w in part.get_weights())
+            )
         return weights
 
     def kernel_cost(self, outputs: int | None = None) -> KernelCost:

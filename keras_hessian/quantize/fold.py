@@ -43,10 +43,6 @@ _LINEAR_TYPES = (
 _DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
-def _is_graph_model(layer: Any) -> bool:
-    return isinstance(layer, keras.Sequential) or _compat.is_functional(layer)
-
-
 def _foldable_pair(producer: Any, norm: Any, rank: int) -> bool:
     """Whether `norm` (a BatchNormalization on a rank-`rank` tensor) folds into `producer`."""
     if type(producer) not in _LINEAR_TYPES or type(norm) is not keras.layers.BatchNormalization:
@@ -63,19 +59,15 @@ def _foldable_pair(producer: Any, norm: Any, rank: int) -> bool:
 
 
 def _sequential_folds(model: keras.Sequential) -> dict[int, tuple[Any, Any]]:
-    layers = model.layers
-    uses: dict[int, int] = {}
-    for layer in layers:
-        uses[id(layer)] = uses.get(id(layer), 0) + 1
+    """Adjacent foldable pairs (layers called more than once are dropped by `_find_folds`)."""
     folds = {}
-    for producer, norm in itertools.pairwise(layers):
-        if uses[id(producer)] == 1 and uses[id(norm)] == 1:
-            try:
-                rank = len(norm.input.shape)
-            except (AttributeError, ValueError):
-                continue
-            if _foldable_pair(producer, norm, rank):
-                folds[id(norm)] = (norm, producer)
+    for producer, norm in itertools.pairwise(model.layers):
+        try:
+            rank = len(norm.input.shape)
+        except (AttributeError, ValueError):
+            continue
+        if _foldable_pair(producer, norm, rank):
+            folds[id(norm)] = (norm, producer)
     return folds
 
 
@@ -83,9 +75,7 @@ def _functional_folds(model: keras.Model) -> dict[int, tuple[Any, Any]]:
     nodes = _compat.graph_nodes(model)
     consumers: dict[int, int] = {id(t): 1 for t in model.outputs}
     producer_of: dict[int, Any] = {}
-    calls: dict[int, int] = {}
     for operation, inputs, outputs, _ in nodes:
-        calls[id(operation)] = calls.get(id(operation), 0) + 1
         for tensor in inputs:
             consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
         for tensor in outputs:
@@ -98,7 +88,7 @@ def _functional_folds(model: keras.Model) -> dict[int, tuple[Any, Any]]:
         producer, produced = producer_of.get(id(tensor), (None, 0))
         if producer is None or produced != 1 or consumers.get(id(tensor)) != 1:
             continue
-        if calls[id(operation)] == 1 and calls[id(producer)] == 1 and _foldable_pair(producer, operation, len(tensor.shape)):
+        if _foldable_pair(producer, operation, len(tensor.shape)):  # called once each: checked by `_find_folds`
             folds[id(operation)] = (operation, producer)
     return folds
 
@@ -111,13 +101,15 @@ def _find_folds(model: Any) -> dict[int, tuple[Any, Any]]:
     """
     folds = _graph_folds(model)
     calls = _calls_in_tree(model)
-    return {key: (norm, producer) for key, (norm, producer) in folds.items() if calls[id(norm)] == calls[id(producer)] == 1}
+    return {
+        key: (norm, producer) for key, (norm, producer) in folds.items() if calls[id(norm)] == calls[id(producer)] == 1
+    }
 
 
 def _graph_folds(model: Any) -> dict[int, tuple[Any, Any]]:
     folds = _sequential_folds(model) if isinstance(model, keras.Sequential) else _functional_folds(model)
     for layer in model.layers:
-        if _is_graph_model(layer):
+        if _compat.is_graph_model(layer):
             folds.update(_graph_folds(layer))
     return folds
 
@@ -132,7 +124,7 @@ def _calls_in_tree(model: Any, calls: dict[int, int] | None = None) -> dict[int,
     for operation in operations:
         calls[id(operation)] = calls.get(id(operation), 0) + 1
     for layer in {id(layer): layer for layer in model.layers}.values():
-        if _is_graph_model(layer):
+        if _compat.is_graph_model(layer):
             _calls_in_tree(layer, calls)
     return calls
 
@@ -159,7 +151,7 @@ def fold_batch_norm_with_record(model: keras.Model) -> tuple[keras.Model, dict[s
         raise TypeError(f"model must be a keras.Model. Received model={model!r}.")
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built (call it or give it an Input) first.")
-    if not _is_graph_model(model):
+    if not _compat.is_graph_model(model):
         raise TypeError(
             f"fold_batch_norm needs a Sequential or Functional model; {model.name!r} is a subclassed "
             f"{type(model).__name__}, whose graph Keras cannot rebuild. Build it functionally "

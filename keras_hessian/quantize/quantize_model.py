@@ -163,7 +163,7 @@ def _copy_weights(source: keras.layers.Layer, target: keras.layers.Layer) -> Non
 
 
 def _check_graph_model(model: keras.Model) -> None:
-    if isinstance(model, keras.Sequential) or _compat.is_functional(model):
+    if _compat.is_graph_model(model):
         return
     raise TypeError(
         f"quantize_model needs a Sequential or Functional model; {model.name!r} is a subclassed "
@@ -178,7 +178,7 @@ def _subclassed_members(model: keras.Model) -> set[int]:
     """Ids of the layers inside nested subclassed models: cloning copies those models whole."""
     found: set[int] = set()
     for layer in model.layers:
-        if isinstance(layer, keras.Sequential) or _compat.is_functional(layer):
+        if _compat.is_graph_model(layer):
             found |= _subclassed_members(layer)
         elif hasattr(layer, "layers"):
             found |= {id(inner) for _, inner in walk_layers(layer)}

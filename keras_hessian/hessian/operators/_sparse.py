@@ -47,11 +47,4 @@ def pullback_targets(grads: list, vector: list) -> tuple[list, list]:
 
 def dot(grads: list, vector: list) -> tf.Tensor:
     """`sum_i <grads_i, vector_i>`, reading only the looked-up rows of a sparse gradient."""
-    terms = []
-    for g, v in zip(grads, vector):
-        if isinstance(g, tf.IndexedSlices) and SPARSE:
-            terms.append(tf.reduce_sum(g.values * tf.gather(tf.cast(v, g.values.dtype), g.indices)))
-        else:
-            g = dense(g)
-            terms.append(tf.reduce_sum(g * tf.cast(v, g.dtype)))
-    return tf.add_n(terms)
+    return tf.add_n([tf.reduce_sum(t * c) for t, c in zip(*pullback_targets(grads, vector))])
