@@ -26,15 +26,16 @@ from keras_hessian.hessian import HessianOperator
 from keras_hessian.hessian.operators import AUTODIFF_HVP_METHODS, DEFAULT_HVP_METHOD, tf_variable
 
 
-def build_cnn(quick: bool) -> keras.Model:
+def build_cnn(quick: bool, pooling: str = "max") -> keras.Model:
     size, filters = (20, 8) if quick else (28, 32)
+    pool = {"max": keras.layers.MaxPooling2D, "average": keras.layers.AveragePooling2D}[pooling]
     model = keras.Sequential(
         [
             keras.Input((size, size, 1)),
             keras.layers.Conv2D(filters, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
+            pool(2),
             keras.layers.Conv2D(2 * filters, 3, activation="relu"),
-            keras.layers.MaxPooling2D(),
+            pool(2),
             keras.layers.Conv2D(2 * filters, 3, activation="relu"),
             keras.layers.Flatten(),
             keras.layers.Dense(64 if not quick else 16, activation="relu"),
@@ -135,7 +136,9 @@ def run(quick: bool = False, out: str | None = None) -> dict:
 
     functions["reused_first_order_chain_1"] = chained(1)
     functions["reused_first_order_chain_5"] = chained(5)
+    functions.update(pooling_functions(model, quick, x, y, vector))
     timings = median_ms_interleaved(functions, repeats)
+    results["pooling"] = {name: timings.pop(name) for name in list(timings) if name.startswith("pooling_")}
     timings["reverse_over_reverse_reused_first_order_marginal"] = (
         timings.pop("reused_first_order_chain_5") - timings.pop("reused_first_order_chain_1")
     ) / 4
@@ -158,9 +161,62 @@ def run(quick: bool = False, out: str | None = None) -> dict:
         print(f"{'HVP ' + name:40s} {ms:9.2f} {results['ratio'][name]:11.2f}")
     print(f"agreement of the two methods (relative): {results['method_agreement_relative']:.2e}")
     print(f"fastest: {results['fastest_method']}; default: {results['default_method']}")
+    pooling = results["pooling"]
+    hvp_ms, gradient_ms = pooling["pooling_average_hvp"], pooling["pooling_average_gradient"]
+    print(
+        f"the same CNN with average pooling: HVP {hvp_ms:.2f} ms / gradient {gradient_ms:.2f} ms = "
+        f"{hvp_ms / gradient_ms:.2f}x"
+    )
+    print(
+        "first max-pool layer's kernels (ms): forward {pooling_kernel_max_pool:.2f}, MaxPoolGrad "
+        "{pooling_kernel_max_pool_grad:.2f}, MaxPoolGradGrad {pooling_kernel_max_pool_grad_grad:.2f}".format(**pooling)
+    )
     if out is not None or not quick:  # a quick run writes only where it is told to
         write_results("hvp_cost", results, out)
     return results
+
+
+def pooling_functions(model, quick: bool, x, y, vector) -> dict:
+    """Where the product's excess over 2x sits: the same CNN with average pooling (same weights),
+    and TensorFlow's CPU kernels of the first max-pool layer: forward, its gradient (MaxPoolGrad,
+    in the gradient once and in the product twice) and the gradient of that (MaxPoolGradGrad,
+    in the product only). Kernel outputs are summed on the device, so no large copy is timed."""
+    from tensorflow.python.ops import gen_nn_ops
+
+    average = build_cnn(quick, "average")
+    average.set_weights(model.get_weights())
+    batch = len(x)
+    op = HessianOperator(average, (x, y), method=DEFAULT_HVP_METHOD, batch_size=batch)
+    fn, packed = op._function("hvp", batch), op._pack(op._data.first)
+    variables = [tf_variable(v) for v in average.trainable_variables]
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    x_t, y_t = tf.constant(x), tf.constant(y)
+
+    @tf.function
+    def gradient():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y_t, average(x_t, training=False))
+        return tape.gradient(loss, variables)
+
+    features = tf.constant(np.maximum(model.layers[0](x).numpy(), 0.0))
+    window = dict(ksize=[1, 2, 2, 1], strides=[1, 2, 2, 1], padding="VALID")
+    pooled = tf.nn.max_pool2d(features, 2, 2, "VALID")
+    upstream = tf.random.normal(pooled.shape, seed=7)
+    second = tf.random.normal(features.shape, seed=8)
+    kernels = {
+        "max_pool": tf.function(lambda: tf.reduce_sum(tf.nn.max_pool2d(features, 2, 2, "VALID"))),
+        "max_pool_grad": tf.function(
+            lambda: tf.reduce_sum(gen_nn_ops.max_pool_grad(features, pooled, upstream, **window))
+        ),
+        "max_pool_grad_grad": tf.function(
+            lambda: tf.reduce_sum(gen_nn_ops.max_pool_grad_grad(features, pooled, second, **window))
+        ),
+    }
+    return {
+        "pooling_average_gradient": gradient,
+        "pooling_average_hvp": lambda: fn(packed, vector),
+        **{f"pooling_kernel_{name}": kernel for name, kernel in kernels.items()},
+    }
 
 
 if __name__ == "__main__":

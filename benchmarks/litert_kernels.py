@@ -8,8 +8,12 @@ float32 once, when it prepares the file, and the ops compute in float32. Per arc
 recalibrated, each scheme quantized with BatchNorm folded and fine-tuned one epoch) and per scheme,
 both files side by side, measured in one run: bytes over the float32 file's, LiteRT top-1 agreement
 with the Keras model and its accuracy, the largest logit difference from Keras, batch-1 latency.
+Schemes: binary, integer, ternary residual (the deck's free alphas), and ternary residual with
+`grid_bits=4` (every alpha of a channel on one int4 grid, depthwise filters on an int8 one, so the
+weight-only file holds the kernels exactly), with the first and last layers float (the default)
+and quantized too.
 
-    nice -n 10 python benchmarks/litert_kernels.py           # ~6 minutes on 2 cores
+    nice -n 10 python benchmarks/litert_kernels.py           # ~10 minutes on 2 cores
     python benchmarks/litert_kernels.py --quick               # smoke run: the transformer, tiny sizes
 
 Writes benchmarks/results/litert_kernels.{json,md}.
@@ -32,7 +36,17 @@ from benchmarks._common import parser, write_results
 from benchmarks.real_models import LOSS, build, load, take
 
 ARCHITECTURES = ("mobilenet_v2", "transformer_classifier")
-SCHEMES = ("binary", "integer", "ternary_residual")
+GRID = {"scheme": "ternary_residual", "grid_bits": 4}
+# Row label -> (quantize_model scheme, skip_first_last). The last two: ternary residuals with every
+# alpha of a channel on one int4 grid (depthwise filters: int8), which the file holds exactly; then
+# the same with the first and last layers quantized too (quantize_model keeps them float by default).
+SCHEMES = {
+    "binary": ("binary", True),
+    "integer": ("integer", True),
+    "ternary_residual": ("ternary_residual", True),
+    "ternary_residual int4 grid": (GRID, True),
+    "ternary_residual int4 grid, all layers": (GRID, False),
+}
 STORAGES = {"hybrid": False, "weight_only": True}
 
 
@@ -60,16 +74,19 @@ def architecture(name: str, quick: bool) -> dict:
             "file_bytes": float_bytes,
             **_litert(float_path, _logits(model, xt), xt, yt, latency_examples),
         }
-        for scheme in SCHEMES[:1] if quick else SCHEMES:
-            quantized = quantize_model(model, scheme, fold_batch_norm=True, verbose=False)
+        for label, (scheme, skip_first_last) in list(SCHEMES.items())[: 1 if quick else None]:
+            quantized = quantize_model(
+                model, scheme, fold_batch_norm=True, skip_first_last=skip_first_last, verbose=False
+            )
             quantized.compile(keras.optimizers.Adam(1e-4), LOSS)
             quantized.fit(x, y, batch_size=32, epochs=1, verbose=0)
             keras_logits = _logits(quantized, xt)  # once per model: both files are compared with it
             for storage, weight_only in STORAGES.items():
-                path = to_tflite(quantized, Path(tmp) / f"{scheme}_{storage}.tflite", weight_only=weight_only)
+                target = Path(tmp) / f"{label}_{storage}.tflite".replace(" ", "_").replace(",", "")
+                path = to_tflite(quantized, target, weight_only=weight_only)
                 row = {"file_bytes": path.stat().st_size, "size_ratio": path.stat().st_size / float_bytes}
                 row.update(_litert(path, keras_logits, xt, yt, latency_examples))
-                rows[f"{scheme} {storage}"] = row
+                rows[f"{label} {storage}"] = row
     return rows
 
 

@@ -14,9 +14,11 @@ weights) and their median is reported.
 
 Rows: top eigenvalue (tol 1e-3), top-3 (tol 1e-3), trace at each side's defaults (PyHessian:
 Hutchinson, at most 100 probes, stop when the running mean moves by under 1e-3; engine: Hutch++
-to a 0.5% standard error, at most 400 products) and at matched accuracy (each side asked for a
-1% standard error; PyHessian's Hutchinson then takes the probes its own per-probe spread needs,
-its time projected past 40 probes), and the density at PyHessian's default budget (100 Lanczos
+to a 0.5% standard error, at most 400 products), at PyHessian's budget (the engine given the
+products PyHessian's default run took in the same round, compared with that run) and at matched
+accuracy (each side asked for a 1% standard error;
+PyHessian's Hutchinson then takes the probes its own per-probe spread needs, its time projected
+past 40 probes), and the density at PyHessian's default budget (100 Lanczos
 steps from one vector; the engine: the same, and 4 lockstep runs of 25 steps). Errors are
 against references computed here: ARPACK (`eigsh`, tol 1e-8) for eigenvalues, the exact trace
 (`exact_trace`: for a ReLU / max-pool network diag H = diag of the Gauss-Newton matrix, so
@@ -32,7 +34,7 @@ repository made. Nothing of PyHessian is vendored.
 Make the torch venv outside the repository (torch is no dependency of keras-hessian, nor of CI):
 
     python3 -m venv /work/torchvenv
-    /work/torchvenv/bin/pip install torch numpy pyhessian
+    /work/torchvenv/bin/pip install torch==2.13.0 numpy pyhessian   # 2.13.0: the CPU build (results: 2.13)
 
     nice -n 10 python benchmarks/vs_pyhessian.py [--rounds 4] [--torch-python /work/torchvenv/bin/python]
 
@@ -218,7 +220,7 @@ def wasserstein(nodes_a, weights_a, nodes_b, weights_b) -> float:
     return float(np.sum(np.abs(cdf_gap) * np.diff(points[order])))
 
 
-def engine_task(op, name: str, seed: int, density_budget: int) -> dict:
+def engine_task(op, name: str, seed: int, density_budget: int, budget: int | None = None) -> dict:
     start = time.perf_counter()
     count0 = op.hvp_count
     out: dict = {}
@@ -230,6 +232,9 @@ def engine_task(op, name: str, seed: int, density_budget: int) -> dict:
         out["value"], out["standard_error"] = float(result.trace), float(result.standard_error)
     elif name == "trace_matched":
         result = hutchinson_trace(op, tol=1e-2, seed=seed)
+        out["value"], out["standard_error"] = float(result.trace), float(result.standard_error)
+    elif name == "trace_budget":  # PyHessian's products, no early stop (tiny tol)
+        result = hutchinson_trace(op, max_iter=budget, tol=1e-9, seed=seed)
         out["value"], out["standard_error"] = float(result.trace), float(result.standard_error)
     elif name == "density":
         # PyHessian's budget of products: deflate the top few exactly, Lanczos on the rest.
@@ -349,7 +354,7 @@ def compare(model, data, torch_side: TorchSide, rounds: int, quick: bool) -> dic
     ref = references(model, data)
     report["reference"] = {k: v for k, v in ref.items() if not k.startswith("density")}
     print(f"references: {report['reference']}", flush=True)
-    tasks = ["top1", "top3", "trace", "trace_matched", "density", "density_batched"]
+    tasks = ["top1", "top3", "trace", "trace_budget", "trace_matched", "density", "density_batched"]
     runs: dict = {side: {t: [] for t in tasks} for side in ("engine", "pyhessian")}
     operators: dict = {}  # round 0 builds one per task (cold: construction and tracing timed); later rounds reuse it
     last_density: dict = {}
@@ -360,16 +365,20 @@ def compare(model, data, torch_side: TorchSide, rounds: int, quick: bool) -> dic
             if name not in operators:
                 operators[name] = HessianOperator(model, data)
             built = time.perf_counter() - start
-            engine = engine_task(operators[name], name, seed, 100)
+            # trace_budget: the engine given the products PyHessian's default run took this round.
+            budget = runs["pyhessian"]["trace"][-1]["products"] if name == "trace_budget" else None
+            engine = engine_task(operators[name], name, seed, 100, budget=budget)
             engine["seconds"] += built
             needed = None
             if name == "density_batched":  # against the same PyHessian density run
                 peer = dict(last_density)
+            elif name == "trace_budget":  # against this round's PyHessian default trace run
+                peer = dict(runs["pyhessian"]["trace"][-1])
             elif name == "trace_matched":
                 torch_task, needed = matched_trace_task(runs["pyhessian"]["trace"], seed)
             else:
                 torch_task = {"name": name, "seed": seed}
-            if name != "density_batched":
+            if name not in ("density_batched", "trace_budget"):
                 peer = torch_side.run(torch_task)
             if name == "density":
                 last_density = dict(peer)

@@ -164,7 +164,7 @@ def _storage_of(layer: keras.layers.Layer, kernel: np.ndarray, name: str | None 
     if getattr(quantizer, "precision", 32) > _INTEGER_STORAGE_BITS:
         return KernelStorage(kernel, "float16", 16, name)
     bits = quantizer.bits if isinstance(quantizer, Integer) else None
-    return KernelStorage(kernel, "exact", bits, name)
+    return KernelStorage(kernel, "exact", bits, name, getattr(quantizer, "grid_bits", None))
 
 
 def _folded_kernels(layer: keras.layers.Layer, weights: list) -> list[KernelStorage]:

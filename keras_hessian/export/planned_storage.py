@@ -60,12 +60,25 @@ class KernelStorage:
         bits: the layer's planned width: integer bits for `"exact"` (None: levels decide, as for
             binary and ternary), the min/max width for `"int"`, 16 for `"float16"`.
         layer: the user's layer name (for reports).
+        grid_bits: the integer grid the layer's levels promise (ternary residuals with
+            `grid_bits`): a filter stored otherwise is reported.
     """
 
     kernel: np.ndarray
     kind: str
     bits: int | None = None
     layer: str = ""
+    grid_bits: int | None = None
+
+
+def minmax_exact(values: np.ndarray, bits: int, op_name: str) -> bool:
+    """Whether the library's symmetric per-channel min/max grid (`max|w_c| / (2^(b-1) - 1)`) holds
+    the filter `values` (TFLite layout) exactly: every weight an integer number of its channel's steps."""
+    channels = np.moveaxis(np.asarray(values, np.float64), -1 if op_name == "DEPTHWISE_CONV_2D" else 0, 0)
+    channels = channels.reshape(len(channels), -1)
+    largest = np.abs(channels).max(axis=1, keepdims=True)
+    levels = channels / np.where(largest > 0, largest / (2 ** (bits - 1) - 1), 1.0)
+    return bool(np.allclose(levels, np.round(levels), rtol=0, atol=1e-4))
 
 
 def _entry(storage: KernelStorage, values: np.ndarray, op_name: str, narrow: bool) -> tuple[str, int]:
@@ -73,6 +86,10 @@ def _entry(storage: KernelStorage, values: np.ndarray, op_name: str, narrow: boo
     widths = _WIDTHS[op_name]
     if storage.kind == "float16":
         return "float16", 16
+    if storage.grid_bits:  # a ternary-residual grid anchored at the channel's largest level
+        bits = storage.grid_bits if narrow and storage.grid_bits in widths else 8
+        if minmax_exact(values, bits, op_name):
+            return "minmax", bits
     if op_name == "DEPTHWISE_CONV_2D":
         return "minmax", 8
     if storage.kind == "int":
@@ -102,11 +119,16 @@ def _quantize(flatbuffer: bytes, entries: dict[str, tuple], weight_only: bool) -
 
 
 def planned_entries(
-    flatbuffer: bytes, kernels: list[KernelStorage], narrow: bool = True, matched: set | None = None
+    flatbuffer: bytes,
+    kernels: list[KernelStorage],
+    narrow: bool = True,
+    matched: set | None = None,
+    off_grid: set | None = None,
 ) -> dict[str, tuple]:
     """op scope -> (op name, algorithm, bits) for every filter that matches a planned kernel.
 
-    `matched`, if given, receives the indices in `kernels` of the planned kernels found in the file.
+    `matched`, if given, receives the indices in `kernels` of the planned kernels found in the file;
+    `off_grid` the `(layer, op name)` of grid kernels not stored on their grid.
     """
     *_, utils = _library()
     model = utils.read_model(bytearray(flatbuffer))
@@ -123,6 +145,10 @@ def planned_entries(
                 entries[scope] = (op_name, *_entry(storage, values, op_name.value, narrow))
                 if matched is not None:
                     matched.add(index)
+                _, algorithm, bits = entries[scope]
+                exact = algorithm == "recovery" or minmax_exact(values, bits, op_name.value)
+                if off_grid is not None and storage.grid_bits and not exact:
+                    off_grid.add((storage.layer, op_name.value))
                 break
     return entries
 
@@ -143,15 +169,26 @@ def store_planned_weights(
         The bytes of the stored file (the float file if no filter matches a planned kernel).
     """
     matched: set = set()
-    entries = planned_entries(flatbuffer, kernels, narrow, matched)
+    off_grid: set = set()
+    entries = planned_entries(flatbuffer, kernels, narrow, matched, off_grid)
+    if off_grid and narrow:
+        warnings.warn(
+            f"to_tflite: the filters of {sorted(layer for layer, _ in off_grid)} could not be stored on their "
+            "integer grid (a channel whose largest level is not reached, e.g. with active_residuals < residuals, "
+            "and whose levels hide the step): int8 on the library's min/max grid, close to Keras' weights but "
+            "not equal.",
+            stacklevel=3,
+        )
     lost = sorted({storage.layer for index, storage in enumerate(kernels) if index not in matched and storage.layer})
     if lost:
-        # The converter changed these kernels (typically by fusing a following BatchNormalization
-        # into them), so no filter of the file holds their planned levels: they stay float32.
+        # The converter changed these kernels (by fusing a following BatchNormalization into them,
+        # or folding a constant lookup such as fixed positions into a new constant), so no filter of
+        # the file holds their planned levels: they stay float32.
         warnings.warn(
-            f"to_tflite: the kernels of {lost} were changed by the TFLite converter (a BatchNormalization "
-            "after them fused in?) and stay float32 in the file; quantize with fold_batch_norm=True so the "
-            "folded kernels are the ones quantized.",
+            f"to_tflite: the kernels of {lost} were changed by the TFLite converter and stay float32 in the "
+            "file: a BatchNormalization after them fused in (quantize with fold_batch_norm=True so the folded "
+            "kernels are the ones quantized), or a lookup of constant indices (fixed positions) folded into a "
+            "constant.",
             stacklevel=3,
         )
     if not entries:

@@ -64,6 +64,8 @@ def ternary_pieces(layer: keras.layers.Layer):
         and isinstance(block_size, int)
     ):
         return None
+    if getattr(layer, "grid_bits", None) is not None:
+        return None  # on a shared grid the folded kernel is already an exact int4 tensor: nothing to gain
     active = int(layer.active_residuals)
     terms = [np.asarray(t, dtype=np.float32) for t in layer.ternary_terms()][: active + 1]
     folded = np.asarray(layer.quantized_kernel(), dtype=np.float32)

@@ -29,6 +29,9 @@ __all__ = [
 class _TernaryResidual:
     """The family's options, quantizers, the `active_residuals` knob, build and config (Dense and Conv)."""
 
+    # grid_bits asked -> the grid the kernel gets, where the file stores this layer type wider.
+    _STORED_GRID: dict = {}
+
     def __init__(
         self,
         *args: Any,
@@ -37,10 +40,16 @@ class _TernaryResidual:
         method: str = "exact",
         active_residuals: int | None = None,
         input_quantizer: Any = None,
+        grid_bits: int | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
-        self.kernel_quantizer = TernaryResidual(block_size, residuals, method)
+        quantizer = TernaryResidual(block_size, residuals, method, grid_bits)
+        self.grid_bits = quantizer.grid_bits
+        stored = self._STORED_GRID.get(self.grid_bits, self.grid_bits)
+        if stored != self.grid_bits:
+            quantizer = TernaryResidual(block_size, residuals, method, stored)
+        self.kernel_quantizer = quantizer
         self.block_size = self.kernel_quantizer.block_size
         self.residuals = self.kernel_quantizer.residuals
         self.method = method
@@ -94,7 +103,8 @@ class _TernaryResidual:
 
     @property
     def precision_label(self) -> str:
-        return f"ternary x{self.active_residuals + 1} N={self.block_size}"
+        grid = "" if self.kernel_quantizer.grid_bits is None else f" int{self.kernel_quantizer.grid_bits} grid"
+        return f"ternary x{self.active_residuals + 1} N={self.block_size}{grid}"
 
     def kernel_cost(self, outputs: int | None) -> KernelCost:
         return self._lookup_cost(self.kernel_quantizer.kernel_cost(self._matrix_shape(), outputs, self.active_residuals))
@@ -109,6 +119,8 @@ class _TernaryResidual:
             "input_quantizer": None
             if self.input_quantizer is None
             else keras.saving.serialize_keras_object(self.input_quantizer),
+            # Only when set: files without the option stay loadable by earlier versions.
+            **({} if self.grid_bits is None else {"grid_bits": self.grid_bits}),
         }
 
 
@@ -140,6 +152,10 @@ class TernaryResidualDense(_TernaryResidual, QuantizedDense):
             retraining or recompiling, to trade accuracy for compute.
         input_quantizer: optional quantizer of the inputs (name, dict or object), e.g.
             `DFP16(precision=8)` for the deck's 8-bit activations; default none.
+        grid_bits: `None` (the deck's free alphas), 4 or 8: every alpha of an output channel
+            on one integer grid, so the kernel is exactly a per-channel int4 / int8 tensor, which
+            `to_tflite` stores exactly (see `keras_hessian.quantizers.ternary_residual` for
+            when), and a `weight_only=True` file then computes what Keras computes.
         **kwargs: `keras.layers.Dense` arguments (activation, use_bias, initializers, ...).
     """
 
@@ -166,6 +182,7 @@ class TernaryResidualConv2D(_TernaryResidual, QuantizedConv):
         method: `"exact"` or `"twn"`.
         active_residuals: residual terms used by the forward pass (settable attribute).
         input_quantizer: optional input quantizer.
+        grid_bits: `None`, 4 or 8, the shared per-channel grid (see `TernaryResidualDense`).
         **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
     """
 
@@ -188,6 +205,7 @@ class TernaryResidualConv1D(_TernaryResidual, QuantizedConv):
         method: `"exact"` or `"twn"`.
         active_residuals: residual terms used by the forward pass (settable attribute).
         input_quantizer: optional input quantizer.
+        grid_bits: `None`, 4 or 8, the shared per-channel grid (see `TernaryResidualDense`).
         **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
     """
 
@@ -209,9 +227,15 @@ class TernaryResidualDepthwiseConv2D(_TernaryResidual, QuantizedDepthwiseConv2D)
     Args:
         kernel_size: int or pair.
         depth_multiplier: filters per input channel.
-        block_size, residuals, method, active_residuals, input_quantizer: as in `TernaryResidualDense`.
+        block_size, residuals, method, active_residuals, input_quantizer: as in
+            `TernaryResidualDense`.
+        grid_bits: as in `TernaryResidualDense`, except that 4 gives an int8 grid: LiteRT stores
+            depthwise filters in int8 only (ai-edge-quantizer 0.10), where an int4 grid's levels
+            would be rounded.
         **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
     """
+
+    _STORED_GRID = {4: 8}
 
 
 @register_quantized_layer("ternary_residual", keras.layers.EinsumDense)
@@ -227,7 +251,8 @@ class TernaryResidualEinsumDense(_TernaryResidual, QuantizedEinsumDense):
 
     Args:
         equation, output_shape, bias_axes: as in `keras.layers.EinsumDense`.
-        block_size, residuals, method, active_residuals, input_quantizer: as in `TernaryResidualDense`.
+        block_size, residuals, method, active_residuals, input_quantizer, grid_bits: as in
+            `TernaryResidualDense`.
         **kwargs: activation, initializers, regularizers, constraints, ...
     """
 
@@ -243,6 +268,6 @@ class TernaryResidualEmbedding(_TernaryResidual, QuantizedEmbedding):
     Args:
         input_dim: vocabulary size.
         output_dim: embedding size.
-        block_size, residuals, method, active_residuals: as in `TernaryResidualDense`.
+        block_size, residuals, method, active_residuals, grid_bits: as in `TernaryResidualDense`.
         **kwargs: embeddings_initializer, mask_zero, ...
     """

@@ -216,7 +216,9 @@ def quantize_model(
 
     - `"binary"`: `Binary*` with `per_channel_scale=True` (XNOR-Net scaling; needed when
       starting from float weights).
-    - `"ternary_residual"`: `TernaryResidual*` (default `block_size=64`, `residuals=1`).
+    - `"ternary_residual"`: `TernaryResidual*` (default `block_size=64`, `residuals=1`; option
+      `grid_bits=4` puts every alpha of a channel on one int4 grid, which `to_tflite` stores
+      exactly, so a `weight_only=True` file computes what Keras computes).
     - `"dfp16"`: `DFP16*` (int16 inputs and weights, exact int32 accumulation).
     - `"integer"`: `Integer*` (option `bits`, 2 to 8, default 8: symmetric per-channel int8 / int4
       weights, the grid TFLite stores them on).

@@ -31,13 +31,14 @@ from keras_hessian.quantizers.dfp16 import (
 from keras_hessian.quantizers.float16 import Float16, round_to_float16
 from keras_hessian.quantizers.integer import INTEGER_BITS, Integer, integer_scale, quantize_integer
 from keras_hessian.quantizers.ternary import TERNARY_METHODS, Ternarize, ternarize, ternary_fit
-from keras_hessian.quantizers.ternary_residual import TernaryResidual, ternary_residual
+from keras_hessian.quantizers.ternary_residual import GRID_BITS, TernaryResidual, ternary_residual
 
 __all__ = [
     "DFP16",
     "DFP_MAX_PRECISION",
     "DFP_MIN_PRECISION",
     "DFP_ROUNDINGS",
+    "GRID_BITS",
     "INTEGER_BITS",
     "TERNARY_METHODS",
     "BaseQuantizer",

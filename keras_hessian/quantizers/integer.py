@@ -32,7 +32,9 @@ def integer_scale(x: Any, bits: int) -> tf.Tensor:
     levels = float(2 ** (bits - 1) - 1)
     axes = list(range(x.shape.rank - 1))
     largest = tf.reduce_max(tf.abs(x), axis=axes, keepdims=True) if axes else tf.abs(x)
-    return tf.where(largest > 0.0, largest / levels, tf.ones_like(largest))
+    # Times 1/q, not divided by q: Grappler rewrites a division by a constant that way inside a
+    # tf.function only, and the eager and traced steps then differed in the last bit.
+    return tf.where(largest > 0.0, largest * (1.0 / levels), tf.ones_like(largest))
 
 
 def quantize_integer(x: Any, bits: int = 8) -> tf.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from keras_hessian._validation import check_choice
@@ -51,8 +52,11 @@ def fit_rows(rows: tf.Tensor, counts: tf.Tensor, method: str) -> tuple[tf.Tensor
     size = rows.shape[-1]
     ordered = tf.sort(magnitude, axis=-1, direction="DESCENDING")
     cumulative = tf.cumsum(ordered, axis=-1)
-    k = tf.range(1, size + 1, dtype=tf.float32)
-    score = tf.square(cumulative) / k
+    # Multiplied by 1/k, not divided by k: in a tf.function Grappler turns a division by a constant
+    # into that multiplication, and the last-bit difference flipped near-tied argmaxes, so the same
+    # kernel quantized differently in `predict` and eagerly (e.g. in the exported copy).
+    inverse_k = tf.constant(1.0 / np.arange(1, size + 1), dtype=tf.float32)
+    score = tf.square(cumulative) * inverse_k
     expressible = tf.concat(
         [ordered[:, :-1] > ordered[:, 1:], tf.ones_like(ordered[:, :1], dtype=tf.bool)], axis=-1
     )

@@ -126,3 +126,30 @@ def test_cli_weight_only(exact_plan, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert float(next(line for line in printed.splitlines() if "top1_agreement" in line).split()[1]) == 1.0
     assert "DEQUANTIZE" in op_names(out)
+
+
+def test_ternary_residual_on_a_shared_grid_is_exact_in_litert(digits, tmp_path):
+    """Block-wise ternary residuals (blocks of 64 along a 1,152 reduction: 18 alphas per channel
+    and term) on the int4 grid: int4 in the file, Keras' outputs in LiteRT; free alphas are not."""
+    (x, y), (xt, _) = digits
+    keras.utils.set_random_seed(0)
+    model = digits_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), LOSS)
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0)
+    diffs = {}
+    for grid_bits in (4, None):
+        spec = {"scheme": "ternary_residual", "grid_bits": grid_bits}
+        quantized = quantize_model(model, {"conv_2": spec, "dense": spec}, verbose=False)
+        path = to_tflite(quantized, tmp_path / f"grid_{grid_bits}.tflite", weight_only=True)
+        truth = _keras_outputs(quantized, xt)
+        diffs[grid_bits] = float(np.abs(litert_outputs(path, xt) - truth).max()) / float(np.abs(truth).max())
+        if grid_bits:
+            tensors = stored_tensors(path)
+            assert [entry[0] for entry in tensors[(32, 3, 3, 16)]] == [INT4]
+            assert [entry[0] for entry in tensors[(64, 1152)]] == [INT4]
+            quantized.save(tmp_path / "grid.keras")
+            restored = keras.saving.load_model(tmp_path / "grid.keras")
+            assert restored.get_layer("dense").grid_bits == 4
+            np.testing.assert_array_equal(_keras_outputs(restored, xt), truth)
+    assert diffs[4] < 1e-5
+    assert diffs[None] > 100 * diffs[4]

@@ -313,9 +313,10 @@ def test_float_export_agrees_with_keras_in_litert(exported, name):
             "mobilenet_v2",
             marks=pytest.mark.xfail(
                 strict=True,
-                reason="issue 13 goal not met: the folded ternary-residual MobileNetV2 file agrees with Keras on "
-                "89-93% of top-1 (0.36x of float; weight_only=True 93%: its block-wise alphas are rounded to one "
-                "int8 grid per channel); benchmarks/results/litert_kernels.md",
+                reason="the deck's free alphas: the folded ternary-residual MobileNetV2 file agrees with Keras on "
+                "89-92% of top-1 (0.36x of float; weight_only=True 92%: its block-wise alphas are rounded to one "
+                "int8 grid per channel); the goal is met with grid_bits=4 (test below); "
+                "benchmarks/results/litert_kernels.md",
             ),
         ),
         "transformer",
@@ -342,6 +343,24 @@ def test_weight_only_integer_mobilenet_v2_computes_the_keras_logits(trained, tmp
     np.testing.assert_allclose(logits, reference, rtol=1e-3, atol=1e-4 * float(np.abs(reference).max()))
     assert np.mean(logits.argmax(-1) == reference.argmax(-1)) == 1.0
     assert path.stat().st_size < 0.4 * float_bytes
+
+
+def test_weight_only_grid_ternary_residual_mobilenet_v2_meets_the_issue_goal(trained, exported, tmp_path):
+    # Issue 13's goal (<= 0.25x of float at >= 99% top-1 agreement) with the alphas on one int4 grid per
+    # channel (`grid_bits=4`; depthwise int8): the weight-only file holds them exactly, so LiteRT computes
+    # Keras' logits. (With the last Dense float, as by default, the file is 0.251x: benchmarks/results.)
+    from keras_hessian.export import to_tflite
+
+    model, x, _ = trained["mobilenet_v2"]
+    float_file = exported["mobilenet_v2"][1]
+    spec = {"scheme": "ternary_residual", "grid_bits": 4}  # with the first and last layers quantized too
+    quantized = quantize_model(model, spec, fold_batch_norm=True, skip_first_last=False, verbose=False)
+    reference = np.asarray(quantized(x, training=False))
+    path = to_tflite(quantized, tmp_path / "grid.tflite", weight_only=True)
+    logits = litert_logits(path, x)
+    np.testing.assert_allclose(logits, reference, rtol=1e-3, atol=1e-4 * float(np.abs(reference).max()))
+    assert np.mean(logits.argmax(-1) == reference.argmax(-1)) >= 0.99
+    assert path.stat().st_size <= 0.25 * float_file.stat().st_size
 
 
 def test_keras_hub_bert_float_export_runs_in_litert(bert, tokens, tmp_path):

@@ -7,10 +7,8 @@ import numpy as np
 from keras_hessian._validation import check_float, check_int
 from keras_hessian.hessian import vectors as V
 from keras_hessian.hessian.algorithms._per_block import per_block
+from keras_hessian.hessian.algorithms.trace import DEFAULT_PROBES_PER_STEP, MIN_PROBES, step_size
 from keras_hessian.hessian.results import DiagonalResult
-
-DEFAULT_PROBES_PER_STEP = 8
-MIN_PROBES = 16
 
 
 @per_block
@@ -67,7 +65,7 @@ def hessian_diagonal(
     squares = [np.zeros(tuple(v.shape), np.float64) for v in variables]
     n = 0
     while n < num_probes:
-        k = min(probes_per_step, num_probes - n)
+        k = step_size(probes_per_step, num_probes - n)
         probes = [V.rademacher_like(variables, next(seeds)) for _ in range(k)]
         products = operator.hvp_many(probes) if k > 1 else [operator.hvp(probes[0])]
         for z, hz in zip(probes, products):

@@ -85,7 +85,7 @@ def hutchinson_trace(
     samples: list[float] = []
     budget = int(max_iter) - (operator.hvp_count - count0)
     while len(samples) < budget:
-        k = min(int(probes_per_step), budget - len(samples))
+        k = step_size(int(probes_per_step), budget - len(samples))
         probes = [V.rademacher_like(variables, next(seeds)) for _ in range(k)]
         if basis is not None:
             probes = [_deflate(z, basis, variables) for z in probes]
@@ -101,10 +101,18 @@ def hutchinson_trace(
     )
 
 
+def step_size(per_step: int, left: int) -> int:
+    """Vectors in the next batched product: `per_step`, then what is left in powers of two.
+
+    Each vector count is a compiled function of its own (traced on first use, which costs as much as
+    several products); budgets that vary from call to call then reuse a few sizes (8, 4, 2, 1)."""
+    return per_step if left >= per_step else 1 << (left.bit_length() - 1)
+
+
 def _products(operator, vectors: list, per_step: int) -> list:
-    out = []
-    for start in range(0, len(vectors), per_step):
-        chunk = vectors[start : start + per_step]
+    out: list = []
+    while len(out) < len(vectors):
+        chunk = vectors[len(out) : len(out) + step_size(per_step, len(vectors) - len(out))]
         out.extend(operator.hvp_many(chunk) if len(chunk) > 1 else [operator.hvp(chunk[0])])
     return out
 
