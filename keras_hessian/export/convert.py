@@ -139,7 +139,8 @@ def to_tflite(
             int4: LiteRT has no int2 dequantization) and LiteRT dequantizes them to float32 once,
             when it prepares the file; the ops then compute in float32. The outputs are the
             Keras model's (to float rounding) wherever the stored levels are exact (binary,
-            per-channel ternary and integer layers, ternary residuals with `grid_bits=4`; not
+            per-channel ternary and integer layers, ternary residuals with `grid_bits` in `"auto"`
+            mode, the default for quantized models; not
             block-wise ternary-residual kernels with free alphas, whose levels are rounded to one
             int8 grid per channel), where hybrid kernels round every
             activation to int8 on the fly: on a briefly trained MobileNetV2 that moved the top-1

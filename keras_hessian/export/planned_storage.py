@@ -10,6 +10,9 @@ of the float32 file is matched to its kernel by value and gets one `ai-edge-quan
   where the library's grid recovery cannot see the grid (a channel missing the small levels), an
   integer layer's own width by the library's min/max, which is the integer quantizer's grid
   (`max|w| / (2^(b-1) - 1)` per channel); else int8 min/max;
+- ternary residuals on a shared grid (`grid_bits`): min/max at the grid's width, which is their grid
+  (each channel's largest level is the grid's top), where `minmax_exact` confirms it; a warning names
+  any such filter stored otherwise;
 - `"int"`: min/max at the given width (Keras' sub-channel int4, re-stored per channel);
 - `"float16"`: IEEE half precision, dequantized when the file is loaded (`FLOAT_CASTING`),
   for DFP-16, float16 and bfloat16 layers;
@@ -171,12 +174,12 @@ def store_planned_weights(
     matched: set = set()
     off_grid: set = set()
     entries = planned_entries(flatbuffer, kernels, narrow, matched, off_grid)
-    if off_grid and narrow:
+    if off_grid:
         warnings.warn(
             f"to_tflite: the filters of {sorted(layer for layer, _ in off_grid)} could not be stored on their "
-            "integer grid (a channel whose largest level is not reached, e.g. with active_residuals < residuals, "
-            "and whose levels hide the step): int8 on the library's min/max grid, close to Keras' weights but "
-            "not equal.",
+            "integer grid (narrow_weights=False, or a channel whose largest level is not reached, e.g. with "
+            "active_residuals < residuals, and whose levels hide the step): int8 on the library's min/max grid, "
+            "close to Keras' weights but not equal.",
             stacklevel=3,
         )
     lost = sorted({storage.layer for index, storage in enumerate(kernels) if index not in matched and storage.layer})

@@ -268,6 +268,7 @@ class TernaryResidualEmbedding(_TernaryResidual, QuantizedEmbedding):
     Args:
         input_dim: vocabulary size.
         output_dim: embedding size.
-        block_size, residuals, method, active_residuals, grid_bits: as in `TernaryResidualDense`.
+        block_size, residuals, method, active_residuals, grid_bits: as in `TernaryResidualDense`
+            (a TFLite file keeps embedding tables float32, grid or not: lookups get no integer storage).
         **kwargs: embeddings_initializer, mask_zero, ...
     """

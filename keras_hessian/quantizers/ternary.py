@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from keras_hessian._validation import check_choice
@@ -37,7 +36,8 @@ def fit_rows(rows: tf.Tensor, counts: tf.Tensor, method: str) -> tuple[tf.Tensor
     if method == "twn":
         # TWN (Li, Zhang & Liu, "Ternary Weight Networks", 2016): delta = 0.7 * E|W|, and
         # alpha = mean of the kept magnitudes.
-        mean = tf.reduce_sum(magnitude, axis=-1, keepdims=True) / tf.maximum(counts, 1.0)
+        # Times the reciprocal count (the same value eagerly and constant-folded; see below).
+        mean = tf.reduce_sum(magnitude, axis=-1, keepdims=True) * tf.math.reciprocal(tf.maximum(counts, 1.0))
         threshold = 0.7 * mean
         kept = tf.cast(magnitude > threshold, tf.float32)
         alpha = tf.reduce_sum(magnitude * kept, axis=-1, keepdims=True) / tf.maximum(
@@ -55,8 +55,7 @@ def fit_rows(rows: tf.Tensor, counts: tf.Tensor, method: str) -> tuple[tf.Tensor
     # Multiplied by 1/k, not divided by k: in a tf.function Grappler turns a division by a constant
     # into that multiplication, and the last-bit difference flipped near-tied argmaxes, so the same
     # kernel quantized differently in `predict` and eagerly (e.g. in the exported copy).
-    inverse_k = tf.constant(1.0 / np.arange(1, size + 1), dtype=tf.float32)
-    score = tf.square(cumulative) * inverse_k
+    score = tf.square(cumulative) * tf.math.reciprocal(tf.range(1, size + 1, dtype=tf.float32))
     expressible = tf.concat(
         [ordered[:, :-1] > ordered[:, 1:], tf.ones_like(ordered[:, :1], dtype=tf.bool)], axis=-1
     )

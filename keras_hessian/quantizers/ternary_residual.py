@@ -246,7 +246,7 @@ class TernaryResidual(BaseQuantizer):
         return ternary_residual(x, self.block_size, self.residuals, self.method, grid_bits=self.grid_bits)[1]
 
     def kernel_cost(self, kernel_shape: Any, outputs: int | None, active_residuals: int | None = None) -> KernelCost:
-        """2 bits per weight and term plus a float32 scale per block and term.
+        """2 bits per weight and term plus a float32 scale per block and term (free alphas).
 
         Products with ternary weights are sign/add; each block and term keeps one
         multiplication, its scale times its partial sum (Kundu, Banerjee et al. 2018). On a

@@ -33,7 +33,8 @@ def hutchinson_trace(
 
     E[z^T H z] = tr(H) for z with independent +-1 entries; the variance is
     2 * sum_{i != j} H_ij^2, the smallest of all i.i.d. probe distributions (Avron & Toledo,
-    2011). Probes are drawn `probes_per_step` at a time; sampling stops when the standard error
+    2011). Probes are drawn `probes_per_step` at a time (the rest of a budget in powers of two,
+    `step_size`); sampling stops when the standard error
     falls below `tol * |estimate|` (after at least 16 probes) or after `max_iter` products.
     PyHessian stops instead when the running mean changes by less than `tol`, which says little
     about the error; the standard error is the honest rule.
