@@ -19,7 +19,10 @@ products PyHessian's default run took in the same round, compared with that run)
 accuracy (each side asked for a 1% standard error;
 PyHessian's Hutchinson then takes the probes its own per-probe spread needs, its time projected
 past 40 probes), and the density at PyHessian's default budget (100 Lanczos
-steps from one vector; the engine: the same, and 4 lockstep runs of 25 steps). Errors are
+steps from one vector; the engine: the same, and 4 lockstep runs of 25 steps). Three rounds give
+three errors per side, too few to compare two trace estimators: after the rounds, PyHessian's
+default trace and the engine's Hutch++ at 8, 12, 16 and PyHessian's products run over 16 seeds
+each (`_vs_pyhessian_trace.py`: RMS, median, 90th-percentile error and bias). Errors are
 against references computed here: ARPACK (`eigsh`, tol 1e-8) for eigenvalues, the exact trace
 (`exact_trace`: for a ReLU / max-pool network diag H = diag of the Gauss-Newton matrix, so
 per-example Jacobians give tr H exactly), and for the density a 2-vector, 100-step SLQ with the
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +56,7 @@ import time
 WORKER_FLAG = "--torch-worker"
 DEFAULT_TORCH_PYTHON = os.environ.get("KERAS_HESSIAN_TORCH_PYTHON", "/work/torchvenv/bin/python")
 NUM_EXAMPLES = 1024
+TRACE_SEEDS = 16  # seeds of the trace's accuracy comparison (benchmarks/_vs_pyhessian_trace.py)
 
 
 # ----------------------------------------------------------------------------- torch side
@@ -148,6 +153,7 @@ import numpy as np
 
 from benchmarks._common import parser, write_results
 from benchmarks._vs_pyhessian_report import MATCHED_PROBES_RUN, markdown, summary
+from benchmarks._vs_pyhessian_trace import trace_spread
 from keras_hessian.data import load_digits
 from keras_hessian.hessian import (
     HessianOperator,
@@ -404,6 +410,11 @@ def compare(model, data, torch_side: TorchSide, rounds: int, quick: bool) -> dic
             )
     report["runs"] = runs
     report["rows"] = summary(runs)
+    # Three rounds give three errors per side: the trace's estimators are compared over many seeds.
+    peer_budget = int(statistics.median(e["products"] for e in runs["pyhessian"]["trace"]))
+    budgets = sorted({8, 12, 16, peer_budget})
+    print(f"trace over seeds: PyHessian's defaults against the engine at {budgets} products", flush=True)
+    report["trace_spread"] = trace_spread(operators["trace_budget"], torch_side, ref["trace"], 2 if quick else TRACE_SEEDS, budgets)
     return report
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import keras
 import tensorflow as tf
@@ -30,7 +30,7 @@ class _TernaryResidual:
     """The family's options, quantizers, the `active_residuals` knob, build and config (Dense and Conv)."""
 
     # grid_bits asked -> the grid the kernel gets, where the file stores this layer type wider.
-    _STORED_GRID: dict = {}
+    _STORED_GRID: ClassVar[dict[int, int]] = {}
 
     def __init__(
         self,
@@ -235,7 +235,7 @@ class TernaryResidualDepthwiseConv2D(_TernaryResidual, QuantizedDepthwiseConv2D)
         **kwargs: strides, padding, data_format, dilation_rate, activation, use_bias, ...
     """
 
-    _STORED_GRID = {4: 8}
+    _STORED_GRID: ClassVar[dict[int, int]] = {4: 8}
 
 
 @register_quantized_layer("ternary_residual", keras.layers.EinsumDense)

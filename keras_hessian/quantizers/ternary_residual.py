@@ -66,7 +66,8 @@ def _check_grid_bits(grid_bits: Any) -> int | None:
     if isinstance(grid_bits, np.integer):
         grid_bits = int(grid_bits)
     if isinstance(grid_bits, bool | float):
-        raise ValueError(f"grid_bits must be one of {[None, *GRID_BITS]}. Received grid_bits={grid_bits!r}.")
+        # The same error as for any other value outside the choices (check_choice's).
+        raise ValueError(f"grid_bits must be one of {[None, *GRID_BITS]}. Received grid_bits={grid_bits!r}.")  # noqa: TRY004
     return check_choice("grid_bits", grid_bits, (None, *GRID_BITS))
 
 
