@@ -11,7 +11,8 @@ with the Keras model and its accuracy, the largest logit difference from Keras, 
 Schemes: binary, integer, ternary residual (the deck's free alphas), and ternary residual with
 `grid_bits=4` (every alpha of a channel on one int4 grid, depthwise filters on an int8 one, so the
 weight-only file holds the kernels exactly), with the first and last layers float (the default)
-and quantized too.
+and quantized too; and the grid's ablation, integer weights at the same widths on the same layers
+(int4, depthwise int8: the same bytes, with every level of each width usable).
 
     nice -n 10 python benchmarks/litert_kernels.py           # ~10 minutes on 2 cores
     python benchmarks/litert_kernels.py --quick               # smoke run: the transformer, tiny sizes
@@ -37,6 +38,7 @@ from benchmarks.real_models import LOSS, build, load, take
 
 ARCHITECTURES = ("mobilenet_v2", "transformer_classifier")
 GRID = {"scheme": "ternary_residual", "grid_bits": 4}
+INT4_LIKE_GRID = "integer int4 where the grid is int4"
 # Row label -> (quantize_model scheme, skip_first_last). The last two: ternary residuals with every
 # alpha of a channel on one int4 grid (depthwise filters: int8), which the file holds exactly; then
 # the same with the first and last layers quantized too (quantize_model keeps them float by default).
@@ -46,8 +48,22 @@ SCHEMES = {
     "ternary_residual": ("ternary_residual", True),
     "ternary_residual int4 grid": (GRID, True),
     "ternary_residual int4 grid, all layers": (GRID, False),
+    # The grid's ablation: plain integer weights at the grid's widths on the same layers (int4,
+    # depthwise int8), the same bytes in the file, every level of the width usable.
+    "integer int4": (INT4_LIKE_GRID, True),
+    "integer int4, all layers": (INT4_LIKE_GRID, False),
 }
+QUICK_SCHEMES = ("binary", "integer int4")
 STORAGES = {"hybrid": False, "weight_only": True}
+
+
+def _int4_plan(model, skip_first_last: bool) -> dict:
+    """A per-layer plan: integer weights on the layers the grid quantizes, at the grid's widths."""
+    from keras_hessian import quantize_model
+
+    probe = quantize_model(model, GRID, fold_batch_norm=True, skip_first_last=skip_first_last, verbose=False)
+    bits = lambda row: 8 if row.layer_type == "DepthwiseConv2D" else 4
+    return {row.path: {"scheme": "integer", "bits": bits(row)} for row in probe.quantize_report.quantized}
 
 
 def _logits(model, x) -> np.ndarray:
@@ -74,7 +90,11 @@ def architecture(name: str, quick: bool) -> dict:
             "file_bytes": float_bytes,
             **_litert(float_path, _logits(model, xt), xt, yt, latency_examples),
         }
-        for label, (scheme, skip_first_last) in list(SCHEMES.items())[: 1 if quick else None]:
+        for label, (scheme, skip_first_last) in SCHEMES.items():
+            if quick and label not in QUICK_SCHEMES:
+                continue
+            if scheme == INT4_LIKE_GRID:
+                scheme = _int4_plan(model, skip_first_last)
             quantized = quantize_model(
                 model, scheme, fold_batch_norm=True, skip_first_last=skip_first_last, verbose=False
             )

@@ -95,6 +95,11 @@ def _channel_steps(
     )
 
 
+def _steps_error(scaled: tf.Tensor, level: tf.Tensor) -> tf.Tensor:
+    """Per row, the squared error of the term `level * nearest of {-1, 0, 1}` against `scaled`."""
+    return tf.reduce_sum(tf.square(scaled - apply_rows(scaled, level, level / 2)), axis=1, keepdims=True)
+
+
 def ternary_residual(
     x: Any,
     block_size: int = 64,
@@ -122,9 +127,10 @@ def ternary_residual(
     is an integer multiple of one step `s_c`, and each block's alphas sum to at most
     `q = 2^(b-1) - 1` steps, so the kernel is exactly `s_c` times b-bit integers. `s_c` is the
     channel's largest free `sum_j alpha_j,b` over `q`; the terms are then fitted greedily as
-    before, each alpha rounded to the grid (at most the steps the block has left, possibly 0)
-    and its ternary entries chosen as the nearest of `{-alpha, 0, +alpha}` (threshold alpha / 2),
-    so a later term also corrects an earlier term's rounding. The block with that largest sum
+    before, each free alpha moved to the one of its two neighbouring grid levels (at most the
+    steps the block has left, possibly 0) whose term leaves the smaller error, its ternary
+    entries the nearest of `{-alpha, 0, +alpha}` (threshold alpha / 2), so a later term also
+    corrects an earlier term's rounding. The block with that largest sum
     (the anchor) takes all q steps (its last term's level is what the earlier ones left) and its
     largest weight carries every term with its own sign, so each channel's largest level is
     exactly `q * s_c`: the kernel is what a per-channel min/max grid (`max|w_c| / q`) stores, and
@@ -179,12 +185,17 @@ def ternary_residual(
         if grid_bits is None:
             term = apply_rows(remainder, alpha, threshold)
         else:
-            level = tf.clip_by_value(tf.round(alpha / step), 0.0, qmax - used)
+            scaled = remainder / step  # the remainder in steps
+            # The free alpha's two neighbours on the grid, within the steps the block has left: the
+            # one whose term leaves the smaller error (rounding alone zeroes small blocks' terms).
+            low = tf.clip_by_value(tf.floor(alpha / step), 0.0, qmax - used)
+            high = tf.minimum(low + 1.0, qmax - used)
+            level = tf.where(_steps_error(scaled, high) < _steps_error(scaled, low), high, low)
             if j == residuals:  # the anchor block's terms take all q steps: the channel's largest level is q
                 level = tf.where(anchor, qmax - used, level)
             used = used + level
             # The term in steps (small integers, exact in float32): the nearest of -level, 0, +level.
-            integer = apply_rows(remainder / step, level, level / 2)
+            integer = apply_rows(scaled, level, level / 2)
             integer = tf.where(pinned, level * tf.sign(rows), integer)
             integers.append(integer)
             term = integer * step

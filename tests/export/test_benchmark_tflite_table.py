@@ -21,7 +21,7 @@ def test_benchmark_quick_mode_writes_its_table(tmp_path):
 
 
 def test_litert_kernels_quick_mode(tmp_path):
-    # benchmarks/litert_kernels.py --quick: the transformer, binary; the weight-only file computes the
+    # benchmarks/litert_kernels.py --quick: the transformer, binary and int4 (the grid's plan); the weight-only file computes the
     # Keras model's logits (float compute of exact levels), the hybrid file only approximately.
     import importlib.util
     import json
@@ -33,9 +33,11 @@ def test_litert_kernels_quick_mode(tmp_path):
     spec.loader.exec_module(module)
     module.run(quick=True, out=str(tmp_path))
     rows = json.loads((tmp_path / "litert_kernels.json").read_text())["architectures"]["transformer_classifier"]
-    assert set(rows) == {"float32", "binary hybrid", "binary weight_only"}
-    exact = rows["binary weight_only"]
-    assert exact["litert_agreement"] == 1.0 and exact["max_abs_logit_diff"] < 1e-4
-    assert rows["binary hybrid"]["max_abs_logit_diff"] > 10 * exact["max_abs_logit_diff"]
-    assert exact["size_ratio"] < 1.0
+    storages = ("hybrid", "weight_only")
+    assert set(rows) == {"float32"} | {f"{s} {t}" for s in ("binary", "integer int4") for t in storages}
+    for scheme in ("binary", "integer int4"):  # exact levels: the weight-only file computes Keras' logits
+        exact = rows[f"{scheme} weight_only"]
+        assert exact["litert_agreement"] == 1.0 and exact["max_abs_logit_diff"] < 1e-4
+        assert rows[f"{scheme} hybrid"]["max_abs_logit_diff"] > 10 * exact["max_abs_logit_diff"]
+        assert exact["size_ratio"] < 1.0
     assert "| transformer_classifier | binary weight_only |" in (tmp_path / "litert_kernels.md").read_text()

@@ -1,8 +1,8 @@
 """Ternary residuals on a shared per-channel integer grid (`grid_bits`), against a numpy reference.
 
 Truths: an independent numpy/float64 implementation of the rule in `ternary_residual`'s
-docstring (each term's alpha from a brute force over all thresholds, rounded to the channel's
-step); integer levels read off the result; the min/max grid `to_tflite` stores the kernel on.
+docstring (each term's alpha from a brute force over all thresholds, moved to the neighbouring
+level of the channel's step whose term errs less); integer levels read off the result; the min/max grid `to_tflite` stores the kernel on.
 """
 
 from __future__ import annotations
@@ -29,8 +29,16 @@ def best_ternary(block: np.ndarray) -> tuple[float, np.ndarray]:
     return best
 
 
-def grid_reference(w: np.ndarray, block_size: int, residuals: int, qmax: int = QMAX) -> tuple[np.ndarray, np.ndarray]:
-    """(approximation, step per output channel) of the shared-grid rule, in float64."""
+def nearest(scaled: np.ndarray, level: float) -> np.ndarray:
+    """The nearest of {-level, 0, level} to each entry (ties at level / 2 go to 0)."""
+    return level * np.sign(scaled) * (np.abs(scaled) > level / 2)
+
+
+def grid_reference(
+    w: np.ndarray, block_size: int, residuals: int, qmax: int = QMAX, rounded: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(approximation, step per output channel) of the shared-grid rule, in float64; `rounded`:
+    each alpha rounded to the nearest level instead (the rule before the error-based choice)."""
     matrix = w.reshape(-1, w.shape[-1]).T.astype(np.float64)  # [outputs, reduction]
     out = np.zeros_like(matrix)
     steps = np.zeros(matrix.shape[0])
@@ -52,11 +60,17 @@ def grid_reference(w: np.ndarray, block_size: int, residuals: int, qmax: int = Q
             top = int(np.argmax(np.abs(row[b])))
             for j in range(residuals + 1):
                 alpha, _ = best_ternary(remainder)
-                level = min(max(np.round(alpha / step), 0.0), qmax - used)
+                # Of the two grid levels around alpha, the one whose nearest-entry term errs less.
+                low = min(max(np.floor(alpha / step), 0.0), qmax - used)
+                high = min(low + 1.0, qmax - used)
+                errors = [np.sum((remainder / step - nearest(remainder / step, v)) ** 2) for v in (low, high)]
+                level = high if errors[1] < errors[0] else low
+                if rounded:
+                    level = min(max(np.round(alpha / step), 0.0), qmax - used)
                 if index == anchor and j == residuals:  # the anchor takes all q steps
                     level = qmax - used
                 used += level
-                term = level * np.sign(remainder) * (np.abs(remainder / step) > level / 2)
+                term = nearest(remainder / step, level)
                 if index == anchor:  # ... and its largest weight carries every term, with its sign
                     term[top] = level * np.sign(row[b][top])
                 levels += term
@@ -102,6 +116,19 @@ def test_grid_costs_little_accuracy_and_the_residual_corrects_the_rounding():
 
     assert error(1, 4) < error(0, 4)
     assert error(1, None) <= error(1, 4) < 1.1 * error(1, None)
+
+
+def test_the_level_choice_errs_less_than_rounding_the_alpha():
+    # One term per block (r = 0): each block's level is the better of the two around its alpha, so
+    # no block errs more than with the alpha rounded, and heavy-tailed channels' small blocks, whose
+    # rounded alpha is 0 steps, keep a term.
+    w = np.random.default_rng(4).standard_t(2, size=(256, 6)).astype(np.float32)
+    approx, _ = q.ternary_residual(w, 16, 0, grid_bits=4)
+    rounded, _ = grid_reference(w, 16, 0, rounded=True)
+    blocks = lambda a: (a.astype(np.float64) - w).T.reshape(6, -1, 16)
+    chosen, by_rounding = (np.sum(blocks(a) ** 2, axis=2) for a in (approx.numpy(), rounded))
+    assert np.all(chosen <= by_rounding * (1 + 1e-5))  # float32 kernel against the float64 reference
+    assert np.sum(chosen) < 0.97 * np.sum(by_rounding)
 
 
 def test_grid_gradient_is_straight_through_and_active_residuals_stay_on_the_grid():
