@@ -83,7 +83,8 @@ def markdown(report: dict) -> str:
         (
             "Trace rows: at each side's defaults the two are not asked for the same accuracy (PyHessian stops "
             "when its running mean moves by < 1e-3, the engine at a 0.5% standard error or 400 products); given "
-            "PyHessian's products (Hutch++: a quarter of them on the sketch) the row's errors are three draws each "
+            "PyHessian's products (Hutch++: a quarter of them on the sketch, a quarter on its exact part) the row's "
+            "errors are three draws each "
             "and its warm rounds may trace a vector count not met before (PyHessian's product count changes from "
             "round to round): the estimators are compared over many seeds, at fixed budgets, below; asked for the "
             "same 1% standard error, the engine needs an order of magnitude fewer products."

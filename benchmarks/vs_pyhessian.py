@@ -4,13 +4,13 @@ A Keras CNN of 85,066 parameters (Conv 32 -> Conv 64 -> MaxPool -> Dense 64 -> l
 briefly on sklearn digits, and its PyTorch twin holding the same weights (kernels transposed,
 the flatten order mapped from NHWC to NCHW); the Hessian of the mean cross-entropy over 1,024
 digits, one batch on both sides (PyHessian's `data=` mode, which keeps the first-order graph
-and reuses it for every product). The torch side runs in its own process (the torch venv's
-python, weights and data handed over in an .npz, one JSON line per task each way); the engine
-runs here. Rounds alternate: each task runs on one side, then on the other. The first round is
-"cold" (the engine builds a new operator and traces its functions; torch runs its first call),
-later rounds are "warm" (the engine reuses the operator, as a training loop does; PyHessian
-builds its `hessian` object each time, one forward and backward pass, as it must for new
-weights) and their median is reported.
+and reuses it for every product). The torch side (`_vs_pyhessian_torch.py`) runs in its own
+process (the torch venv's python, weights and data handed over in an .npz, one JSON line per
+task each way); the engine runs here. Rounds alternate: each task runs on one side, then on
+the other. The first round is "cold" (the engine builds a new operator and traces its
+functions; torch runs its first call), later rounds are "warm" (the engine reuses the operator,
+as a training loop does; PyHessian builds its `hessian` object each time, one forward and
+backward pass, as it must for new weights) and their median is reported.
 
 Rows: top eigenvalue (tol 1e-3), top-3 (tol 1e-3), trace at each side's defaults (PyHessian:
 Hutchinson, at most 100 probes, stop when the running mean moves by under 1e-3; engine: Hutch++
@@ -21,8 +21,9 @@ PyHessian's Hutchinson then takes the probes its own per-probe spread needs, its
 past 40 probes), and the density at PyHessian's default budget (100 Lanczos
 steps from one vector; the engine: the same, and 4 lockstep runs of 25 steps). Three rounds give
 three errors per side, too few to compare two trace estimators: after the rounds, PyHessian's
-default trace and the engine's Hutch++ at 8, 12, 16 and PyHessian's products run over 16 seeds
-each (`_vs_pyhessian_trace.py`: RMS, median, 90th-percentile error and bias). Errors are
+default trace and the engine's Hutch++ at 8 to 32 products (fixed budgets) run over 16 seeds
+each (`_vs_pyhessian_trace.py`: RMS error with a bootstrap interval of its ratio, median,
+90th-percentile error, bias, mean cost). Errors are
 against references computed here: ARPACK (`eigsh`, tol 1e-8) for eigenvalues, the exact trace
 (`exact_trace`: for a ReLU / max-pool network diag H = diag of the Gauss-Newton matrix, so
 per-example Jacobians give tr H exactly), and for the density a 2-vector, 100-step SLQ with the
@@ -53,97 +54,12 @@ import subprocess
 import sys
 import time
 
-WORKER_FLAG = "--torch-worker"
+TORCH_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_vs_pyhessian_torch.py")
 DEFAULT_TORCH_PYTHON = os.environ.get("KERAS_HESSIAN_TORCH_PYTHON", "/work/torchvenv/bin/python")
 NUM_EXAMPLES = 1024
 TRACE_SEEDS = 16  # seeds of the trace's accuracy comparison (benchmarks/_vs_pyhessian_trace.py)
 
 
-# ----------------------------------------------------------------------------- torch side
-def torch_worker(npz_path: str) -> None:  # pragma: no cover - runs under the torch venv only
-    """Build the twin, then answer one JSON task per stdin line with one JSON line on stdout."""
-    import numpy as np
-    import torch
-    from torch import nn
-
-    torch.set_num_threads(int(os.environ["BENCHMARK_THREADS"]))
-    torch.set_num_interop_threads(1)
-
-    # PyHessian 0.1's density calls torch.eig, a stub that raises since torch 2: the same values
-    # from eigh (the Lanczos tridiagonal is symmetric), in torch.eig's (real, imaginary) layout.
-    def eig(matrix, eigenvectors=False):
-        values, vectors = torch.linalg.eigh(matrix)
-        return torch.stack([values, torch.zeros_like(values)], 1), vectors
-
-    torch.eig = eig
-    import pyhessian  # noqa: F401 (its package __init__ hides the module behind the class of the same name)
-
-    ph = sys.modules["pyhessian.hessian"]
-
-    count = [0]
-    original = ph.hessian_vector_product
-
-    def counted(grads, params, v):
-        count[0] += 1
-        return original(grads, params, v)
-
-    ph.hessian_vector_product = counted
-    data = np.load(npz_path)
-    model = nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(1024, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    )
-    with torch.no_grad():
-        for i, p in enumerate(model.parameters()):
-            p.copy_(torch.from_numpy(data[f"p{i}"]))
-    x = torch.from_numpy(data["x"])
-    y = torch.from_numpy(data["y"]).long()
-    criterion = nn.CrossEntropyLoss()
-    print(
-        json.dumps(
-            {
-                "ready": True,
-                "loss": float(criterion(model(x), y)),
-                "parameters": sum(p.numel() for p in model.parameters()),
-            }
-        ),
-        flush=True,
-    )
-    for line in sys.stdin:
-        task = json.loads(line)
-        torch.manual_seed(task.get("seed", 0))
-        count[0] = 0
-        model.zero_grad()
-        start = time.perf_counter()
-        h = ph.hessian(model, criterion, data=(x, y), cuda=False)
-        setup = time.perf_counter() - start
-        out: dict = {}
-        if task["name"] in ("top1", "top3"):
-            values, _ = h.eigenvalues(maxIter=100, tol=1e-3, top_n=1 if task["name"] == "top1" else 3)
-            out["values"] = sorted(values, key=abs, reverse=True)
-        elif task["name"] == "trace":
-            samples = h.trace(maxIter=task.get("max_iter", 100), tol=task.get("tol", 1e-3))
-            out["value"], out["samples"] = float(np.mean(samples)), [float(s) for s in samples]
-            out["probe_std"] = float(np.std(samples, ddof=1)) if len(samples) > 1 else 0.0
-        elif task["name"] == "density":
-            nodes, weights = h.density(iter=100, n_v=1)
-            out["nodes"], out["weights"] = [float(v) for v in nodes[0]], [float(v) for v in weights[0]]
-        out.update(seconds=time.perf_counter() - start, setup_seconds=setup, products=count[0])
-        print(json.dumps(out), flush=True)
-
-
-if __name__ == "__main__" and len(sys.argv) > 2 and sys.argv[1] == WORKER_FLAG:
-    torch_worker(sys.argv[2])
-    sys.exit(0)
-
-# ----------------------------------------------------------------------------- engine side
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tempfile
@@ -191,7 +107,7 @@ class TorchSide:
     def __init__(self, python: str, npz: str, threads: int):
         env = dict(os.environ, PYTHONPATH="", BENCHMARK_THREADS=str(threads))
         self.process = subprocess.Popen(
-            ["nice", "-n", "10", python, os.path.abspath(__file__), WORKER_FLAG, npz],
+            ["nice", "-n", "10", python, TORCH_WORKER, npz],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -410,11 +326,13 @@ def compare(model, data, torch_side: TorchSide, rounds: int, quick: bool) -> dic
             )
     report["runs"] = runs
     report["rows"] = summary(runs)
-    # Three rounds give three errors per side: the trace's estimators are compared over many seeds.
+    # Three rounds give three errors per side: the trace's estimators are compared over many seeds,
+    # the engine at fixed budgets (8 to 32, and the median of PyHessian's products in the rounds).
     peer_budget = int(statistics.median(e["products"] for e in runs["pyhessian"]["trace"]))
-    budgets = sorted({8, 12, 16, peer_budget})
+    budgets = sorted({8, 12, 16, 24, 32, peer_budget})
     print(f"trace over seeds: PyHessian's defaults against the engine at {budgets} products", flush=True)
-    report["trace_spread"] = trace_spread(operators["trace_budget"], torch_side, ref["trace"], 2 if quick else TRACE_SEEDS, budgets)
+    seeds = 2 if quick else TRACE_SEEDS
+    report["trace_spread"] = trace_spread(operators["trace_budget"], torch_side, ref["trace"], seeds, budgets)
     return report
 
 
