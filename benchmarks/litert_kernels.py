@@ -38,23 +38,6 @@ from benchmarks.real_models import LOSS, build, load, take
 
 ARCHITECTURES = ("mobilenet_v2", "transformer_classifier")
 GRID = {"scheme": "ternary_residual", "grid_bits": 4}
-INT4_LIKE_GRID = "integer int4 where the grid is int4"
-# Row label -> (quantize_model scheme, skip_first_last). The last two: ternary residuals with every
-# alpha of a channel on one int4 grid (depthwise filters: int8), which the file holds exactly; then
-# the same with the first and last layers quantized too (quantize_model keeps them float by default).
-SCHEMES = {
-    "binary": ("binary", True),
-    "integer": ("integer", True),
-    "ternary_residual": ("ternary_residual", True),
-    "ternary_residual int4 grid": (GRID, True),
-    "ternary_residual int4 grid, all layers": (GRID, False),
-    # The grid's ablation: plain integer weights at the grid's widths on the same layers (int4,
-    # depthwise int8), the same bytes in the file, every level of the width usable.
-    "integer int4": (INT4_LIKE_GRID, True),
-    "integer int4, all layers": (INT4_LIKE_GRID, False),
-}
-QUICK_SCHEMES = ("binary", "integer int4")
-STORAGES = {"hybrid": False, "weight_only": True}
 
 
 def _int4_plan(model, skip_first_last: bool) -> dict:
@@ -64,6 +47,25 @@ def _int4_plan(model, skip_first_last: bool) -> dict:
     probe = quantize_model(model, GRID, fold_batch_norm=True, skip_first_last=skip_first_last, verbose=False)
     bits = lambda row: 8 if row.layer_type == "DepthwiseConv2D" else 4
     return {row.path: {"scheme": "integer", "bits": bits(row)} for row in probe.quantize_report.quantized}
+
+
+# Row label -> (quantize_model scheme, or a function of (model, skip_first_last) that gives a plan;
+# skip_first_last). The grid rows: ternary residuals with every alpha of a channel on one int4 grid
+# (depthwise filters: int8), which the file holds exactly; then the same with the first and last
+# layers quantized too (quantize_model keeps them float by default).
+SCHEMES = {
+    "binary": ("binary", True),
+    "integer": ("integer", True),
+    "ternary_residual": ("ternary_residual", True),
+    "ternary_residual int4 grid": (GRID, True),
+    "ternary_residual int4 grid, all layers": (GRID, False),
+    # The grid's ablation: plain integer weights at the grid's widths on the same layers (int4,
+    # depthwise int8), the same bytes in the file, every level of the width usable.
+    "integer int4": (_int4_plan, True),
+    "integer int4, all layers": (_int4_plan, False),
+}
+QUICK_SCHEMES = ("binary", "integer int4")
+STORAGES = {"hybrid": False, "weight_only": True}
 
 
 def _logits(model, x) -> np.ndarray:
@@ -93,8 +95,8 @@ def architecture(name: str, quick: bool) -> dict:
         for label, (scheme, skip_first_last) in SCHEMES.items():
             if quick and label not in QUICK_SCHEMES:
                 continue
-            if scheme == INT4_LIKE_GRID:
-                scheme = _int4_plan(model, skip_first_last)
+            if callable(scheme):
+                scheme = scheme(model, skip_first_last)
             quantized = quantize_model(
                 model, scheme, fold_batch_norm=True, skip_first_last=skip_first_last, verbose=False
             )

@@ -149,8 +149,9 @@ def planned_entries(
                 if matched is not None:
                     matched.add(index)
                 _, algorithm, bits = entries[scope]
-                exact = algorithm == "recovery" or minmax_exact(values, bits, op_name.value)
-                if off_grid is not None and storage.grid_bits and not exact:
+                # Only grid kernels pay for the check (and, evaluated left to right).
+                grid = off_grid is not None and storage.grid_bits and algorithm != "recovery"
+                if grid and not minmax_exact(values, bits, op_name.value):
                     off_grid.add((storage.layer, op_name.value))
                 break
     return entries

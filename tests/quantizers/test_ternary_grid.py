@@ -2,7 +2,8 @@
 
 Truths: an independent numpy/float64 implementation of the rule in `ternary_residual`'s
 docstring (each term's alpha from a brute force over all thresholds, moved to the neighbouring
-level of the channel's step whose term errs less); integer levels read off the result; the min/max grid `to_tflite` stores the kernel on.
+level of the channel's step whose term errs less); integer levels read off the result; the
+min/max grid `to_tflite` stores the kernel on.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def grid_reference(
         step = max(sums) / qmax if max(sums) > 0 else 1.0
         steps[c] = step
         anchor = int(np.argmax(sums))
-        for index, b in enumerate(blocks):  # pass 2: alphas rounded to the step, nearest of {-a, 0, a}
+        for index, b in enumerate(blocks):  # pass 2: alphas on the step's grid, nearest of {-a, 0, a}
             remainder, used, levels = row[b].copy(), 0.0, np.zeros(row[b].size)
             top = int(np.argmax(np.abs(row[b])))
             for j in range(residuals + 1):
