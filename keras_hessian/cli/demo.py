@@ -24,9 +24,9 @@ def add_parser(subparsers: Any) -> None:
         description="Train a small CNN with adaptive batch size and adversarial augmentation (ABSA) beside a "
         "fixed batch, measure its per-layer Hessian spectrum and density, quantize it with a HAWQ plan, prune it "
         "with OBD, export every model to TFLite and evaluate it with LiteRT. Writes DIR/report.md, DIR/demo.json, "
-        "four PNGs and the .tflite files. About 2.5 minutes on 2 CPU cores; --quick about 75 seconds.",
+        "four PNGs and the .tflite files. About 30 seconds on 2 CPU cores; --quick about 20.",
     )
-    parser.add_argument("--quick", action="store_true", help="every stage smaller (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="every stage smaller (about 20 seconds)")
     parser.add_argument("--out", default="keras-hessian-demo", help="output directory (default: keras-hessian-demo)")
     parser.add_argument("--data", default="digits", help="digits (default) or mnist1d, both embedded")
     parser.add_argument("--epochs", type=int, default=None, help="training epochs of both runs (default 12, quick 4)")

@@ -97,7 +97,7 @@ def run_demo(
     """Run the five stages and write `out/{report.md, demo.json, *.png, *.tflite}`; return demo.json's content.
 
     Use it to see every part of the package work together on one model, or as the source to copy
-    a stage from. It takes about 2.5 minutes on 2 CPU cores (`settings_for(quick=True)`: about one).
+    a stage from. It takes about 30 seconds on 2 CPU cores (`settings_for(quick=True)`: about 20).
 
     Example:
 
